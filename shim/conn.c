@@ -1,0 +1,738 @@
+/* conn.c - the upgrade engine and TLS data path for one connection. */
+#define _GNU_SOURCE
+#include "conn.h"
+#include "libc.h"
+#include "log.h"
+#include "names.h"
+#include "tls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const state_names[] = {
+	"CONNECTING", "DIALOGUE", "SENDING", "HANDSHAKE", "READY", "PLAIN", "REFUSED", "CLOSED",
+};
+
+long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+set_state(struct conn *c, int fd, enum conn_state s)
+{
+	log_debug("fd %d: %s -> %s", fd, state_names[c->state], state_names[s]);
+	c->state = s;
+}
+
+static int
+upgrading(const struct conn *c)
+{
+	return c->state < CS_READY;
+}
+
+struct conn *
+conn_new(const struct port_rule *rule, const struct sockaddr *sa)
+{
+	struct conn *c = calloc(1, sizeof *c);
+
+	if (c == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	c->refs = 1;
+	c->policy = config.policy;
+	c->proto = rule->proto;
+	c->port = rule->port;
+	c->state = CS_CONNECTING;
+	buf_init(&c->in, rule->proto->max_line * 2);
+	buf_init(&c->out, 1024);
+	buf_init(&c->raw, rule->proto->max_line * rule->proto->max_lines);
+	buf_init(&c->give, 2048);
+	names_lookup(sa, c->host, sizeof c->host);
+	c->proto->start(&c->dlg, config.ehlo);
+	c->deadline = now_ms() + config.timeout_ms;
+	return c;
+}
+
+void
+conn_ref(struct conn *c)
+{
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_ACQ_REL);
+}
+
+static void
+release_tls(struct conn *c)
+{
+	if (c->tls != NULL)
+		c->tls_ops->conn_free(c->tls);
+	c->tls = NULL;
+}
+
+void
+conn_put(struct conn *c)
+{
+	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	release_tls(c);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	buf_free(&c->raw);
+	buf_free(&c->give);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* --- ends of the upgrade ---------------------------------------------- */
+
+static void
+refuse(struct conn *c, int fd, const char *reason)
+{
+	log_error("%s:%u policy=%s: %s", c->host, c->port, policy_name(c->policy), reason);
+	release_tls(c);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	buf_free(&c->raw);
+	buf_free(&c->give);
+	c->proto->refusal(reason, &c->give);
+	if (fd >= 0)
+		libc.shutdown(fd, SHUT_RDWR);
+	set_state(c, fd, CS_REFUSED);
+}
+
+void
+conn_refuse_now(struct conn *c, const char *reason)
+{
+	refuse(c, -1, reason);
+}
+
+static void
+ready(struct conn *c, int fd)
+{
+	char desc[128];
+
+	c->tls_ops->describe(c->tls, desc, sizeof desc);
+	log_info("%s:%u policy=%s: upgraded to %s, certificate %s", c->host, c->port,
+	    policy_name(c->policy), desc, c->policy == POLICY_VERIFY ? "verified" : "not verified");
+	buf_free(&c->in);
+	buf_free(&c->out);
+	buf_free(&c->raw);
+	c->proto->greeting(c->host, &c->give);
+	set_state(c, fd, CS_READY);
+}
+
+static void
+plaintext(struct conn *c, int fd, const char *why)
+{
+	log_warn("%s:%u policy=may: %s; continuing WITHOUT TLS", c->host, c->port, why);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	buf_free(&c->give);
+	c->give = c->raw;	/* the server's own greeting, verbatim */
+	buf_init(&c->raw, 0);
+	set_state(c, fd, CS_PLAIN);
+}
+
+static void
+start_tls(struct conn *c, int fd)
+{
+	char err[256];
+
+	c->tls = c->tls_ops->conn_new(fd, c->host, c->port, c->policy == POLICY_VERIFY, err, sizeof err);
+	if (c->tls == NULL) {
+		refuse(c, fd, err);
+		return;
+	}
+	set_state(c, fd, CS_HANDSHAKE);
+}
+
+/* Judge the complete lines in c->in.  Returns 1 to go on reading, 0 when
+ * the state changed. */
+static int
+judge_lines(struct conn *c, int fd)
+{
+	char why[160];
+	size_t linelen, used;
+	enum dlg_verdict v;
+	int r, greeted;
+
+	for (;;) {
+		r = line_split(buf_head(&c->in), c->in.len, c->proto->max_line, &linelen, &used);
+		if (r == 0)
+			return 1;
+		if (r < 0) {
+			refuse(c, fd, c->in.len >= c->proto->max_line ? "reply too long" : "malformed reply");
+			return 0;
+		}
+		greeted = c->dlg.greeted;
+		why[0] = '\0';
+		v = c->proto->on_line(&c->dlg, buf_head(&c->in), linelen, &c->out, why, sizeof why);
+		if (!greeted && buf_add(&c->raw, buf_head(&c->in), used) != 0) {
+			refuse(c, fd, "reply too long");
+			return 0;
+		}
+		buf_consume(&c->in, used);
+		if (c->dlg.lines > c->proto->max_lines) {
+			refuse(c, fd, "reply too long (too many lines)");
+			return 0;
+		}
+		switch (v) {
+		case DLG_MORE:
+			continue;
+		case DLG_SEND:
+			/* The server must wait for our command: anything already
+			 * here was sent ahead of it. */
+			if (c->in.len > 0) {
+				refuse(c, fd, "data injected before TLS");
+				return 0;
+			}
+			set_state(c, fd, CS_SENDING);
+			return 0;
+		case DLG_TLS:
+			/* RFC 3207 §4.2, CVE-2021-22947 & co: bytes behind the
+			 * STARTTLS reply would be read as if they came over TLS. */
+			if (c->in.len > 0) {
+				refuse(c, fd, "data injected before TLS");
+				return 0;
+			}
+			start_tls(c, fd);
+			return 0;
+		case DLG_NO_TLS:
+			if (c->policy == POLICY_MAY && c->in.len == 0)
+				plaintext(c, fd, why);
+			else
+				refuse(c, fd, c->in.len > 0 ? "data injected before TLS" : why);
+			return 0;
+		case DLG_FAIL:
+			refuse(c, fd, why);
+			return 0;
+		}
+	}
+}
+
+/* Move the upgrade on as far as it goes without blocking.  Returns 0 when it
+ * is over (READY, PLAIN or REFUSED), else POLLIN or POLLOUT: what the socket
+ * must become before it can go on.  Called with c->lock held. */
+static int
+drive(struct conn *c, int fd)
+{
+	char err[256];
+	enum tls_rc rc;
+	ssize_t n;
+	char *w;
+
+	while (upgrading(c)) {
+		if (now_ms() >= c->deadline) {
+			refuse(c, fd, "timed out");
+			break;
+		}
+		switch (c->state) {
+		case CS_CONNECTING: {
+			struct pollfd p = { .fd = fd, .events = POLLOUT };
+
+			if (libc.poll(&p, 1, 0) <= 0)
+				return POLLOUT;
+			if (p.revents & (POLLERR | POLLHUP)) {
+				/* TCP failed: leave it to the kernel to report
+				 * (SO_ERROR is still pending for the program). */
+				set_state(c, fd, CS_PLAIN);
+				return 0;
+			}
+			set_state(c, fd, CS_DIALOGUE);
+			break;
+		}
+		case CS_DIALOGUE:
+			if (!judge_lines(c, fd))
+				break;
+			w = buf_space(&c->in, 512);
+			if (w == NULL) {
+				refuse(c, fd, "reply too long");
+				break;
+			}
+			n = libc.recv(fd, w, c->in.max - c->in.len < 4096 ? c->in.max - c->in.len : 4096,
+			    MSG_DONTWAIT);
+			if (n > 0)
+				c->in.len += n;
+			else if (n == 0)
+				refuse(c, fd, "connection closed by server");
+			else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				return POLLIN;
+			else {
+				snprintf(err, sizeof err, "connection error: %s", strerror(errno));
+				refuse(c, fd, err);
+			}
+			break;
+		case CS_SENDING:
+			n = libc.send(fd, buf_head(&c->out), c->out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (n >= 0) {
+				buf_consume(&c->out, n);
+				if (c->out.len == 0)
+					set_state(c, fd, CS_DIALOGUE);
+			} else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				return POLLOUT;
+			else {
+				snprintf(err, sizeof err, "connection error: %s", strerror(errno));
+				refuse(c, fd, err);
+			}
+			break;
+		case CS_HANDSHAKE:
+			c->tls_ops->set_fd(c->tls, fd);
+			err[0] = '\0';
+			rc = c->tls_ops->handshake(c->tls, err, sizeof err);
+			if (rc == TLS_OK)
+				ready(c, fd);
+			else if (rc == TLS_WANT_READ)
+				return POLLIN;
+			else if (rc == TLS_WANT_WRITE)
+				return POLLOUT;
+			else
+				refuse(c, fd, err[0] ? err : "TLS handshake failed");
+			break;
+		default:
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static int
+nonblocking(int fd, int flags)
+{
+	return (flags & MSG_DONTWAIT) || (libc.fcntl(fd, F_GETFL) & O_NONBLOCK);
+}
+
+/* Wait, without the lock, until fd is ready for `events` or the deadline
+ * (ms, -1 none).  Returns 0, or -1 with errno (EINTR). */
+static int
+wait_fd(struct conn *c, int fd, int events, long long deadline)
+{
+	struct pollfd p = { .fd = fd, .events = (short)events };
+	int timeout = -1, r;
+
+	if (deadline >= 0) {
+		long long left = deadline - now_ms();
+		timeout = left < 0 ? 0 : left > 1000000 ? 1000000 : (int)left;
+	}
+	pthread_mutex_unlock(&c->lock);
+	r = libc.poll(&p, 1, timeout);
+	pthread_mutex_lock(&c->lock);
+	return r < 0 ? -1 : 0;
+}
+
+/* Finish the upgrade if the caller may block; with the lock held.
+ * Returns 0 when it is over, -1 with errno EAGAIN when it is not and the
+ * caller must not block. */
+static int
+finish_upgrade(struct conn *c, int fd, int flags)
+{
+	int want;
+
+	while ((want = drive(c, fd)) != 0) {
+		if (nonblocking(fd, flags)) {
+			errno = EAGAIN;
+			return -1;
+		}
+		if (wait_fd(c, fd, want, c->deadline) < 0 && errno != EINTR)
+			return -1;
+	}
+	return 0;
+}
+
+int
+conn_start(struct conn *c, int fd, int connect_rc)
+{
+	char err[256];
+	int r = 0;
+
+	/* exec() cannot carry a TLS session: the fd must not reach a new
+	 * program image, which would write plaintext into it. */
+	libc.fcntl(fd, F_SETFD, libc.fcntl(fd, F_GETFD) | FD_CLOEXEC);
+	c->tls_ops = tls_backend(err, sizeof err);
+	pthread_mutex_lock(&c->lock);
+	if (c->tls_ops == NULL)
+		refuse(c, fd, err);
+	else {
+		if (connect_rc == 0)
+			set_state(c, fd, CS_DIALOGUE);
+		if (!nonblocking(fd, 0)) {
+			int saved = errno;
+
+			while (finish_upgrade(c, fd, 0) != 0)
+				;	/* EINTR: keep going until the deadline */
+			errno = saved;
+		}
+	}
+	if (connect_rc != 0 && c->state == CS_CONNECTING) {
+		errno = EINPROGRESS;
+		r = -1;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* Hand over bytes from c->give. */
+static size_t
+take_give(struct conn *c, void *buf, size_t len, int flags)
+{
+	size_t n = c->give.len < len ? c->give.len : len;
+
+	memcpy(buf, buf_head(&c->give), n);
+	if (!(flags & MSG_PEEK)) {
+		buf_consume(&c->give, n);
+		if (c->give.len == 0)
+			buf_free(&c->give);
+	}
+	return n;
+}
+
+ssize_t
+conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags)
+{
+	size_t got = 0, n;
+	enum tls_rc rc;
+	ssize_t r;
+
+	pthread_mutex_lock(&c->lock);
+	if (finish_upgrade(c, fd, flags) != 0) {
+		r = -1;
+		goto out;
+	}
+	if (c->give.len > 0) {
+		r = take_give(c, buf, len, flags);
+		goto out;
+	}
+	switch (c->state) {
+	case CS_PLAIN:
+		pthread_mutex_unlock(&c->lock);
+		return libc.recv(fd, buf, len, flags);
+	case CS_READY:
+		break;
+	case CS_REFUSED:
+		r = 0;
+		goto out;
+	default:
+		errno = EBADF;
+		r = -1;
+		goto out;
+	}
+	if (len == 0) {
+		r = 0;
+		goto out;
+	}
+	for (;;) {
+		c->tls_ops->set_fd(c->tls, fd);
+		rc = c->tls_ops->read(c->tls, (char *)buf + got, len - got, &n, flags & MSG_PEEK);
+		if (rc == TLS_OK) {
+			got += n;
+			if (!(flags & MSG_WAITALL) || got == len || (flags & MSG_PEEK))
+				break;
+			continue;
+		}
+		if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
+			if (got > 0 && !(flags & MSG_WAITALL))
+				break;
+			if (nonblocking(fd, flags)) {
+				if (got > 0)
+					break;
+				errno = EAGAIN;
+				r = -1;
+				goto out;
+			}
+			if (wait_fd(c, fd, rc == TLS_WANT_READ ? POLLIN : POLLOUT, -1) < 0) {
+				if (got > 0)
+					break;
+				r = -1;
+				goto out;
+			}
+			if (c->state != CS_READY) {	/* closed by another thread */
+				errno = EBADF;
+				r = got > 0 ? (ssize_t)got : -1;
+				goto out;
+			}
+			continue;
+		}
+		if (rc == TLS_CLOSED)
+			break;
+		if (got > 0)
+			break;
+		if (rc == TLS_ERR) {
+			log_warn("%s:%u: TLS error while reading; connection reset", c->host, c->port);
+			errno = ECONNRESET;
+		}
+		r = -1;
+		goto out;
+	}
+	r = (ssize_t)got;
+out:
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+static void
+sigpipe(int flags)
+{
+	if (!(flags & MSG_NOSIGNAL))
+		pthread_kill(pthread_self(), SIGPIPE);
+}
+
+ssize_t
+conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
+{
+	size_t done = 0, n;
+	enum tls_rc rc;
+	ssize_t r;
+
+	pthread_mutex_lock(&c->lock);
+	if (finish_upgrade(c, fd, flags) != 0) {
+		r = -1;
+		goto out;
+	}
+	switch (c->state) {
+	case CS_PLAIN:
+		pthread_mutex_unlock(&c->lock);
+		return libc.send(fd, buf, len, flags);
+	case CS_READY:
+		break;
+	case CS_REFUSED:
+		r = (ssize_t)len;	/* swallowed: nothing reaches the network */
+		goto out;
+	default:
+		errno = EBADF;
+		r = -1;
+		goto out;
+	}
+	if (c->shut_wr) {
+		errno = EPIPE;
+		sigpipe(flags);
+		r = -1;
+		goto out;
+	}
+	while (done < len) {
+		c->tls_ops->set_fd(c->tls, fd);
+		rc = c->tls_ops->write(c->tls, (const char *)buf + done, len - done, &n);
+		if (rc == TLS_OK) {
+			done += n;
+			c->wr_wants_read = 0;
+			continue;
+		}
+		if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
+			c->wr_wants_read = rc == TLS_WANT_READ;
+			if (nonblocking(fd, flags)) {
+				if (done > 0)
+					break;
+				errno = EAGAIN;
+				r = -1;
+				goto out;
+			}
+			if (wait_fd(c, fd, rc == TLS_WANT_READ ? POLLIN : POLLOUT, -1) < 0) {
+				if (done > 0)
+					break;
+				r = -1;
+				goto out;
+			}
+			if (c->state != CS_READY) {
+				errno = EBADF;
+				r = done > 0 ? (ssize_t)done : -1;
+				goto out;
+			}
+			continue;
+		}
+		if (done > 0)
+			break;
+		if (rc == TLS_SYSERR && errno == EPIPE)
+			sigpipe(flags);
+		else if (rc != TLS_SYSERR)
+			errno = rc == TLS_CLOSED ? EPIPE : ECONNRESET;
+		r = -1;
+		goto out;
+	}
+	r = (ssize_t)done;
+out:
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* --- readiness ---------------------------------------------------------- */
+
+#define IN_EVENTS (POLLIN | POLLRDNORM)
+#define OUT_EVENTS (POLLOUT | POLLWRNORM)
+
+/* Readiness we know without the kernel.  Lock held. */
+static short
+known_events(struct conn *c, short events)
+{
+	if (c->state == CS_REFUSED || c->state == CS_CLOSED)
+		return events & (IN_EVENTS | OUT_EVENTS);
+	if (c->give.len > 0)
+		return events & IN_EVENTS;
+	if (c->state == CS_READY && c->tls_ops->pending(c->tls) > 0)
+		return events & IN_EVENTS;
+	return 0;
+}
+
+short
+conn_poll_before(struct conn *c, int fd, short events, short *kevents)
+{
+	short now;
+	int want;
+
+	pthread_mutex_lock(&c->lock);
+	want = drive(c, fd);
+	if (want != 0) {
+		*kevents = (short)want;
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	now = known_events(c, events);
+	*kevents = events;
+	if (c->state == CS_READY && c->wr_wants_read && (events & OUT_EVENTS))
+		*kevents |= POLLIN;
+	pthread_mutex_unlock(&c->lock);
+	return now;
+}
+
+short
+conn_poll_after(struct conn *c, int fd, short events, short krevents)
+{
+	short r = 0;
+	size_t n;
+	char one;
+
+	pthread_mutex_lock(&c->lock);
+	if (upgrading(c)) {
+		if (krevents == 0 || drive(c, fd) != 0) {
+			pthread_mutex_unlock(&c->lock);
+			return 0;
+		}
+		/* The upgrade just ended: the socket is connected and the
+		 * program may write; what it may read is in `give`. */
+		r = known_events(c, events);
+		if (c->state == CS_READY || c->state == CS_PLAIN)
+			r |= events & OUT_EVENTS;
+		pthread_mutex_unlock(&c->lock);
+		return r;
+	}
+	switch (c->state) {
+	case CS_PLAIN:
+		r = krevents | known_events(c, events);
+		break;
+	case CS_READY:
+		r = known_events(c, events);
+		r |= krevents & (POLLERR | POLLHUP | POLLNVAL);
+		if (krevents & OUT_EVENTS & events)
+			r |= krevents & OUT_EVENTS & events;
+		if (c->wr_wants_read && (krevents & POLLIN) && (events & OUT_EVENTS))
+			r |= events & OUT_EVENTS;
+		if ((krevents & (POLLIN | POLLRDHUP | POLLHUP)) && (events & IN_EVENTS) && !(r & POLLIN)) {
+			/* Readable socket, but is there application data?  A TLS
+			 * 1.3 ticket or key update is not: peek to find out. */
+			c->tls_ops->set_fd(c->tls, fd);
+			switch (c->tls_ops->read(c->tls, &one, 1, &n, 1)) {
+			case TLS_WANT_READ:
+			case TLS_WANT_WRITE:
+				break;
+			default:	/* data, EOF or an error: read() will tell */
+				r |= events & IN_EVENTS;
+			}
+		}
+		if (krevents & POLLRDHUP)
+			r |= events & POLLRDHUP;
+		break;
+	default:
+		r = known_events(c, events) | (krevents & POLLNVAL);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+long long
+conn_deadline(struct conn *c)
+{
+	long long d;
+
+	pthread_mutex_lock(&c->lock);
+	d = upgrading(c) ? c->deadline : -1;
+	pthread_mutex_unlock(&c->lock);
+	return d;
+}
+
+/* --- the end ------------------------------------------------------------ */
+
+static void
+send_close_notify(struct conn *c, int fd)
+{
+	int one = 1;
+
+	/* Without NODELAY the close_notify can sit ~40 ms behind a delayed
+	 * ACK; set it only now so that small writes before were coalesced. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	c->tls_ops->set_fd(c->tls, fd);
+	c->tls_ops->close_notify(c->tls);
+	c->shut_wr = 1;
+}
+
+void
+conn_close_fd(struct conn *c, int fd, int last)
+{
+	pthread_mutex_lock(&c->lock);
+	if (last) {
+		if (c->state == CS_READY && !c->shut_wr && !c->forked)
+			send_close_notify(c, fd);
+		release_tls(c);
+		set_state(c, fd, CS_CLOSED);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+int
+conn_shutdown(struct conn *c, int fd, int how)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->state == CS_REFUSED) {
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	if (c->state == CS_READY && (how == SHUT_WR || how == SHUT_RDWR) && !c->shut_wr)
+		send_close_notify(c, fd);
+	pthread_mutex_unlock(&c->lock);
+	return libc.shutdown(fd, how);
+}
+
+int
+conn_so_error(struct conn *c, int fd, int *err)
+{
+	int answered = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (upgrading(c) && c->state != CS_CONNECTING) {
+		*err = 0;	/* connected; the upgrade is still running */
+		answered = 1;
+	} else if (c->state == CS_REFUSED) {
+		*err = 0;	/* the refusal is read in-band */
+		answered = 1;
+	}
+	(void)fd;
+	pthread_mutex_unlock(&c->lock);
+	return answered;
+}
+
+void
+conn_mark_forked(struct conn *c, int child)
+{
+	c->forked = 1;
+	if (child)
+		pthread_mutex_init(&c->lock, NULL);
+}

@@ -1,0 +1,101 @@
+/* conn.h - one upgraded (or upgrading) connection, and what the hooks do
+ * with it.
+ *
+ * A connection is created by connect() on a watched port and shared by
+ * every fd that dup() makes of it.  The upgrade is a state machine driven by
+ * the program's own calls: blocking calls wait for it (bounded by
+ * STARTTLS_SHIM_TIMEOUT), non-blocking calls get EAGAIN and poll/select/epoll
+ * wait for what it needs next.
+ *
+ * Locking: c->lock guards everything below it and is never held across a
+ * wait, so a writer is never held up by a reader blocked in poll.  The
+ * refcount keeps the struct alive while a call is inside it.
+ */
+#ifndef STS_CONN_H
+#define STS_CONN_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "buf.h"
+#include "config.h"
+#include "proto.h"
+
+enum conn_state {
+	CS_CONNECTING,	/* non-blocking TCP connect in progress */
+	CS_DIALOGUE,	/* reading a server reply before TLS */
+	CS_SENDING,	/* sending our EHLO / STARTTLS / STLS */
+	CS_HANDSHAKE,	/* TLS handshake */
+	CS_READY,	/* TLS up: program I/O goes through TLS */
+	CS_PLAIN,	/* not ours any more: plaintext under `may`, or a failed connect */
+	CS_REFUSED,	/* the program reads `give` (the refusal), then EOF */
+	CS_CLOSED,	/* last fd closed */
+};
+
+struct tls_conn;
+struct tls_ops;
+
+struct conn {
+	pthread_mutex_t lock;
+	int refs;			/* atomic: fds + calls in flight */
+	int nfds;			/* fds mapping here (table lock) */
+	enum conn_state state;
+	enum policy policy;
+	const struct proto *proto;
+	struct dlg dlg;
+	struct buf in;			/* server bytes not yet judged */
+	struct buf out;			/* our command, not yet sent */
+	struct buf raw;			/* the server's greeting, verbatim (for `may`) */
+	struct buf give;		/* handed to the program before anything else */
+	const struct tls_ops *tls_ops;
+	struct tls_conn *tls;
+	long long deadline;		/* CLOCK_MONOTONIC ms; the upgrade fails after it */
+	int wr_wants_read;		/* the last TLS write was blocked on reading */
+	int forked;			/* another process may share the session */
+	int shut_wr;			/* close_notify sent */
+	unsigned short port;
+	char host[256];			/* the name the program resolved, or the address */
+};
+
+/* Set up a connection for a watched port.  NULL with errno=ENOMEM. */
+struct conn *conn_new(const struct port_rule *rule, const struct sockaddr *sa);
+void conn_ref(struct conn *c);
+/* Drop a reference; the last one frees the connection. */
+void conn_put(struct conn *c);
+
+/* connect() has started (rc 0 or EINPROGRESS) on fd: begin the upgrade.
+ * Blocking sockets finish it here.  Returns what connect() must return
+ * (0, or -1 with EINPROGRESS). */
+int conn_start(struct conn *c, int fd, int connect_rc);
+/* Fail closed without connecting (a bad setting). */
+void conn_refuse_now(struct conn *c, const char *reason);
+
+/* The program's data calls.  Same contract as recv(2)/send(2): flags may
+ * hold MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL. */
+ssize_t conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags);
+ssize_t conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags);
+
+/* poll support.  Before the kernel wait: returns the events true right now
+ * (data held by us or OpenSSL, a refusal to read) and sets *kevents to what
+ * the kernel must watch.  After it: turns the kernel's revents into the
+ * program's, driving the upgrade on the way. */
+short conn_poll_before(struct conn *c, int fd, short events, short *kevents);
+short conn_poll_after(struct conn *c, int fd, short events, short krevents);
+/* The upgrade's deadline if it is still running, else -1. */
+long long conn_deadline(struct conn *c);
+
+/* close(): fd is going away; `last` when no other fd maps here. */
+void conn_close_fd(struct conn *c, int fd, int last);
+/* shutdown(2) on a connection. */
+int conn_shutdown(struct conn *c, int fd, int how);
+/* getsockopt(SO_ERROR): 1 and *err filled when the shim answers. */
+int conn_so_error(struct conn *c, int fd, int *err);
+/* fork() happened: nobody may send close_notify on close any more.  In the
+ * child (`child`), the lock is reset: its holder may not exist there. */
+void conn_mark_forked(struct conn *c, int child);
+
+long long now_ms(void);
+
+#endif

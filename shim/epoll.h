@@ -1,0 +1,10 @@
+/* epoll.h - bookkeeping shared between the epoll hooks and close(). */
+#ifndef STS_EPOLL_H
+#define STS_EPOLL_H
+
+/* Has epfd ever held one of our fds?  (one byte-map load) */
+int epoll_marked(int fd);
+/* fd is being closed: drop the registrations of it, or of the set it was. */
+void epoll_forget(int fd);
+
+#endif

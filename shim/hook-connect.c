@@ -1,0 +1,83 @@
+/* hook-connect.c - connect(2): the only place a connection becomes ours. */
+#define _GNU_SOURCE
+#include "config.h"
+#include "conn.h"
+#include "libc.h"
+#include "log.h"
+#include "table.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* The watched-port rule for a TCP connect to sa, or NULL. */
+static const struct port_rule *
+watched(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	const struct port_rule *rule;
+	unsigned short port;
+	socklen_t tlen = sizeof(int);
+	int type;
+
+	if (sa == NULL)
+		return NULL;
+	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in))
+		port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	else if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6))
+		port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	else
+		return NULL;
+	if ((rule = config_port(port)) == NULL)
+		return NULL;
+	if (libc.getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 || type != SOCK_STREAM)
+		return NULL;
+	return rule;
+}
+
+int
+connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	const struct port_rule *rule;
+	struct conn *c;
+	int rc;
+
+	shim_init();
+	if (libc.connect == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (fd_is_owned(fd)) {
+		/* A second connect() on a socket we own: what the kernel says. */
+		return libc.connect(fd, sa, len);
+	}
+	if ((rule = watched(fd, sa, len)) == NULL)
+		return libc.connect(fd, sa, len);
+
+	if ((c = conn_new(rule, sa)) == NULL)
+		return -1;
+	if (config.error[0] != '\0') {
+		/* A bad setting: fail closed, and do not even connect. */
+		char why[300];
+
+		snprintf(why, sizeof why, "bad setting (%s)", config.error);
+		conn_refuse_now(c, why);
+		rc = table_add(fd, c);
+		conn_put(c);
+		return rc;
+	}
+	rc = libc.connect(fd, sa, len);
+	if (rc != 0 && errno != EINPROGRESS) {
+		conn_put(c);
+		return rc;
+	}
+	if (table_add(fd, c) != 0) {
+		/* Cannot track it: never let it run in cleartext. */
+		libc.shutdown(fd, SHUT_RDWR);
+		conn_put(c);
+		errno = ENOMEM;
+		return -1;
+	}
+	rc = conn_start(c, fd, rc);
+	conn_put(c);
+	return rc;
+}

@@ -1,0 +1,253 @@
+/* hook-epoll.c - epoll for our fds.
+ *
+ * The kernel only sees the socket, so for each registration of one of our
+ * fds we remember what the program asked for, ask the kernel for what the
+ * upgrade or TLS needs, and in epoll_wait() report what is true for the
+ * program: bytes held by us or OpenSSL are readable even when the socket is
+ * idle (edge-triggered loops never sleep on them), a record without
+ * application data is not.  Kernel events are matched to registrations by
+ * their data word.  An epoll set that never held one of our fds costs one
+ * byte-map load per call.
+ */
+#define _GNU_SOURCE
+#include "conn.h"
+#include "epoll.h"
+#include "libc.h"
+#include "table.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+struct ereg {
+	int epfd, fd;
+	uint32_t events;	/* what the program registered */
+	uint32_t kevents;	/* what the kernel is watching now */
+	epoll_data_t data;
+	struct ereg *next;
+};
+
+static struct ereg *regs;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char ep_marked[FD_FAST_MAX];
+
+static short
+to_poll(uint32_t ev)
+{
+	return (short)(((ev & EPOLLIN) ? POLLIN : 0) | ((ev & EPOLLOUT) ? POLLOUT : 0) |
+	    ((ev & EPOLLPRI) ? POLLPRI : 0) | ((ev & EPOLLRDHUP) ? POLLRDHUP : 0) |
+	    ((ev & EPOLLERR) ? POLLERR : 0) | ((ev & EPOLLHUP) ? POLLHUP : 0));
+}
+
+static uint32_t
+to_epoll(short ev)
+{
+	return ((ev & POLLIN) ? EPOLLIN : 0) | ((ev & POLLOUT) ? EPOLLOUT : 0) |
+	    ((ev & POLLPRI) ? EPOLLPRI : 0) | ((ev & POLLRDHUP) ? EPOLLRDHUP : 0) |
+	    ((ev & POLLERR) ? EPOLLERR : 0) | ((ev & POLLHUP) ? EPOLLHUP : 0);
+}
+
+static struct ereg **
+find(int epfd, int fd)
+{
+	struct ereg **p;
+
+	for (p = &regs; *p != NULL; p = &(*p)->next)
+		if ((*p)->epfd == epfd && (*p)->fd == fd)
+			return p;
+	return NULL;
+}
+
+/* Drop registrations of fd (closed) or, with epfd_too, of the epoll set fd. */
+void
+epoll_forget(int fd)
+{
+	struct ereg **p, *e;
+
+	pthread_mutex_lock(&lock);
+	for (p = &regs; *p != NULL;) {
+		if ((*p)->fd == fd || (*p)->epfd == fd) {
+			e = *p;
+			*p = e->next;
+			free(e);
+		} else
+			p = &(*p)->next;
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+int
+epoll_marked(int fd)
+{
+	return (unsigned)fd < FD_FAST_MAX && __atomic_load_n(&ep_marked[fd], __ATOMIC_RELAXED);
+}
+
+int
+epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	struct ereg **p, *e;
+	int r;
+
+	if (!LIBC_READY(epoll_ctl)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd) || (unsigned)epfd >= FD_FAST_MAX)
+		return libc.epoll_ctl(epfd, op, fd, ev);
+	r = libc.epoll_ctl(epfd, op, fd, ev);
+	if (r != 0)
+		return r;
+	pthread_mutex_lock(&lock);
+	p = find(epfd, fd);
+	if (op == EPOLL_CTL_DEL) {
+		if (p != NULL) {
+			e = *p;
+			*p = e->next;
+			free(e);
+		}
+	} else if (ev != NULL) {
+		e = p != NULL ? *p : calloc(1, sizeof *e);
+		if (e != NULL) {
+			e->epfd = epfd;
+			e->fd = fd;
+			e->events = e->kevents = ev->events;
+			e->data = ev->data;
+			if (p == NULL) {
+				e->next = regs;
+				regs = e;
+			}
+			__atomic_store_n(&ep_marked[epfd], 1, __ATOMIC_RELAXED);
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+/* Add (or merge) an event for data into out[0..*n). */
+static void
+put(struct epoll_event *out, int *n, int max, uint32_t ev, epoll_data_t data)
+{
+	int i;
+
+	for (i = 0; i < *n; i++)
+		if (out[i].data.u64 == data.u64) {
+			out[i].events |= ev;
+			return;
+		}
+	if (*n < max) {
+		out[*n].events = ev;
+		out[*n].data = data;
+		(*n)++;
+	}
+}
+
+static int
+shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const sigset_t *mask)
+{
+	struct ereg snap[64], *e;
+	struct epoll_event kev[64];
+	struct conn *cs[64];
+	long long end = timeout < 0 ? -1 : now_ms() + timeout, dl, now;
+	int nsnap, n, i, j, k, r, wait, saved;
+
+	if (max <= 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (;;) {
+		nsnap = 0;
+		pthread_mutex_lock(&lock);
+		for (e = regs; e != NULL && nsnap < 64; e = e->next)
+			if (e->epfd == epfd)
+				snap[nsnap++] = *e;
+		pthread_mutex_unlock(&lock);
+
+		n = 0;
+		dl = end;
+		for (i = 0; i < nsnap; i++) {
+			short want = 0, now_ev;
+			uint32_t kwant;
+			long long d;
+
+			cs[i] = table_get(snap[i].fd);
+			if (cs[i] == NULL)
+				continue;
+			now_ev = conn_poll_before(cs[i], snap[i].fd, to_poll(snap[i].events), &want);
+			if (now_ev)
+				put(out, &n, max, to_epoll(now_ev), snap[i].data);
+			d = conn_deadline(cs[i]);
+			if (d >= 0 && (dl < 0 || d < dl))
+				dl = d;
+			/* While upgrading: level-triggered on what the upgrade
+			 * needs.  After: what the program asked (plus POLLIN if a
+			 * TLS write waits on a read). */
+			kwant = d >= 0 ? to_epoll(want) : (snap[i].events & ~(uint32_t)(EPOLLIN | EPOLLOUT)) | to_epoll(want);
+			if (kwant != snap[i].kevents) {
+				struct epoll_event m = { .events = kwant, .data = snap[i].data };
+
+				if (libc.epoll_ctl(epfd, EPOLL_CTL_MOD, snap[i].fd, &m) == 0) {
+					pthread_mutex_lock(&lock);
+					struct ereg **p = find(epfd, snap[i].fd);
+					if (p != NULL)
+						(*p)->kevents = kwant;
+					pthread_mutex_unlock(&lock);
+				}
+			}
+		}
+		now = now_ms();
+		wait = n > 0 ? 0 : dl < 0 ? -1 : dl <= now ? 0 : (int)(dl - now);
+		k = max - n < 64 ? max - n : 64;
+		if (k <= 0)
+			k = 1;
+		r = mask != NULL ? libc.epoll_pwait(epfd, kev, k, wait, mask) : libc.epoll_wait(epfd, kev, k, wait);
+		saved = errno;
+		for (j = 0; j < r; j++) {
+			for (i = 0; i < nsnap; i++)
+				if (cs[i] != NULL && snap[i].data.u64 == kev[j].data.u64)
+					break;
+			if (i == nsnap) {
+				put(out, &n, max, kev[j].events, kev[j].data);
+				continue;
+			}
+			short got = conn_poll_after(cs[i], snap[i].fd, to_poll(snap[i].events), to_poll(kev[j].events));
+			if (got)
+				put(out, &n, max, to_epoll(got), snap[i].data);
+		}
+		for (i = 0; i < nsnap; i++)
+			if (cs[i] != NULL)
+				conn_put(cs[i]);
+		if (r < 0 && n == 0) {
+			errno = saved;
+			return -1;
+		}
+		if (n > 0 || (end >= 0 && now_ms() >= end))
+			return n;
+	}
+}
+
+int
+epoll_wait(int epfd, struct epoll_event *out, int max, int timeout)
+{
+	if (!LIBC_READY(epoll_wait)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!epoll_marked(epfd))
+		return libc.epoll_wait(epfd, out, max, timeout);
+	return shim_epoll_wait(epfd, out, max, timeout, NULL);
+}
+
+int
+epoll_pwait(int epfd, struct epoll_event *out, int max, int timeout, const sigset_t *mask)
+{
+	if (!LIBC_READY(epoll_pwait)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!epoll_marked(epfd))
+		return libc.epoll_pwait(epfd, out, max, timeout, mask);
+	return shim_epoll_wait(epfd, out, max, timeout, mask);
+}

@@ -1,0 +1,375 @@
+/* hook-io.c - the data calls.  For an fd we do not own each hook is one
+ * lookup in the byte map and a tail call to libc; for ours, the bytes go
+ * through conn_recv()/conn_send(). */
+#define _GNU_SOURCE
+#include "conn.h"
+#include "libc.h"
+#include "table.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* Run fn on fd's connection, or report EBADF if it vanished meanwhile. */
+static ssize_t
+owned_recv(int fd, void *buf, size_t len, int flags)
+{
+	struct conn *c = table_get(fd);
+	ssize_t r;
+
+	if (c == NULL)
+		return libc.recv(fd, buf, len, flags);
+	r = conn_recv(c, fd, buf, len, flags);
+	conn_put(c);
+	return r;
+}
+
+static ssize_t
+owned_send(int fd, const void *buf, size_t len, int flags)
+{
+	struct conn *c = table_get(fd);
+	ssize_t r;
+
+	if (c == NULL)
+		return libc.send(fd, buf, len, flags);
+	r = conn_send(c, fd, buf, len, flags);
+	conn_put(c);
+	return r;
+}
+
+ssize_t
+read(int fd, void *buf, size_t len)
+{
+	if (!LIBC_READY(read)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.read(fd, buf, len);
+	return owned_recv(fd, buf, len, 0);
+}
+
+ssize_t
+write(int fd, const void *buf, size_t len)
+{
+	if (!LIBC_READY(write)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.write(fd, buf, len);
+	return owned_send(fd, buf, len, 0);
+}
+
+ssize_t
+recv(int fd, void *buf, size_t len, int flags)
+{
+	if (!LIBC_READY(recv)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.recv(fd, buf, len, flags);
+	return owned_recv(fd, buf, len, flags);
+}
+
+ssize_t
+send(int fd, const void *buf, size_t len, int flags)
+{
+	if (!LIBC_READY(send)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.send(fd, buf, len, flags);
+	return owned_send(fd, buf, len, flags);
+}
+
+ssize_t
+recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
+{
+	if (!LIBC_READY(recvfrom)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.recvfrom(fd, buf, len, flags, from, fromlen);
+	if (from != NULL && fromlen != NULL && getpeername(fd, from, fromlen) != 0)
+		*fromlen = 0;
+	return owned_recv(fd, buf, len, flags);
+}
+
+ssize_t
+sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
+{
+	if (!LIBC_READY(sendto)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.sendto(fd, buf, len, flags, to, tolen);
+	return owned_send(fd, buf, len, flags);	/* connected: the address is ignored, as by TCP */
+}
+
+/* Scatter: fill the first buffer (waiting if allowed), then the next ones
+ * only with what is already there. */
+static ssize_t
+owned_readv(int fd, const struct iovec *iov, int iovcnt, int flags)
+{
+	ssize_t total = 0, r;
+	int i;
+
+	if (iovcnt < 0 || iovcnt > IOV_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len == 0)
+			continue;
+		r = owned_recv(fd, iov[i].iov_base, iov[i].iov_len,
+		    total > 0 ? (flags | MSG_DONTWAIT) & ~MSG_WAITALL : flags);
+		if (r < 0)
+			return total > 0 ? total : -1;
+		total += r;
+		if ((size_t)r < iov[i].iov_len || r == 0 || (flags & MSG_PEEK))
+			break;
+	}
+	return total;
+}
+
+/* Gather into one buffer so that a vector becomes as few TLS records as
+ * possible; large vectors go in pieces of 64 KiB. */
+static ssize_t
+owned_writev(int fd, const struct iovec *iov, int iovcnt, int flags)
+{
+	char stack[16384], *p;
+	size_t total = 0, chunk, off = 0, room;
+	ssize_t done = 0, r;
+	int i;
+
+	if (iovcnt < 0 || iovcnt > IOV_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	if (total == 0)
+		return owned_send(fd, "", 0, flags);
+	chunk = total < 65536 ? total : 65536;
+	p = chunk <= sizeof stack ? stack : malloc(chunk);
+	if (p == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	i = 0;
+	while ((size_t)done < total) {
+		room = 0;
+		while (room < chunk && i < iovcnt) {
+			size_t take = iov[i].iov_len - off;
+
+			if (take > chunk - room)
+				take = chunk - room;
+			memcpy(p + room, (char *)iov[i].iov_base + off, take);
+			room += take;
+			off += take;
+			if (off == iov[i].iov_len) {
+				i++;
+				off = 0;
+			}
+		}
+		r = owned_send(fd, p, room, flags);
+		if (r < 0) {
+			if (done == 0)
+				done = -1;
+			break;
+		}
+		done += r;
+		if ((size_t)r < room)
+			break;
+	}
+	if (p != stack)
+		free(p);
+	return done;
+}
+
+ssize_t
+readv(int fd, const struct iovec *iov, int iovcnt)
+{
+	if (!LIBC_READY(readv)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.readv(fd, iov, iovcnt);
+	return owned_readv(fd, iov, iovcnt, 0);
+}
+
+ssize_t
+writev(int fd, const struct iovec *iov, int iovcnt)
+{
+	if (!LIBC_READY(writev)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.writev(fd, iov, iovcnt);
+	return owned_writev(fd, iov, iovcnt, 0);
+}
+
+ssize_t
+recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	ssize_t r;
+
+	if (!LIBC_READY(recvmsg)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.recvmsg(fd, msg, flags);
+	r = owned_readv(fd, msg->msg_iov, (int)msg->msg_iovlen, flags);
+	if (r >= 0) {
+		msg->msg_namelen = 0;	/* as TCP does */
+		msg->msg_controllen = 0;	/* no ancillary data through TLS */
+		msg->msg_flags = 0;
+	}
+	return r;
+}
+
+ssize_t
+sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	if (!LIBC_READY(sendmsg)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.sendmsg(fd, msg, flags);
+	return owned_writev(fd, msg->msg_iov, (int)msg->msg_iovlen, flags);
+}
+
+/* sendfile(2) to a connection of ours: read the file, write through TLS.
+ * Bytes read but not sent are given back (offset or file position), so a
+ * partial send loses nothing. */
+static ssize_t
+owned_sendfile(int out, int in, off_t *offset, size_t count)
+{
+	char buf[65536];
+	size_t done = 0, want;
+	ssize_t n, w;
+
+	while (done < count) {
+		want = count - done < sizeof buf ? count - done : sizeof buf;
+		n = offset != NULL ? pread(in, buf, want, *offset) : libc.read(in, buf, want);
+		if (n <= 0) {
+			if (n < 0 && done == 0)
+				return -1;
+			break;
+		}
+		w = owned_send(out, buf, (size_t)n, done > 0 ? MSG_DONTWAIT : 0);
+		if (w < 0) {
+			if (offset == NULL)
+				lseek(in, -n, SEEK_CUR);
+			if (done == 0)
+				return -1;
+			break;
+		}
+		if (offset != NULL)
+			*offset += w;
+		else if (w < n)
+			lseek(in, w - n, SEEK_CUR);
+		done += (size_t)w;
+		if (w < n)
+			break;
+	}
+	return (ssize_t)done;
+}
+
+ssize_t
+sendfile(int out, int in, off_t *offset, size_t count)
+{
+	if (!LIBC_READY(sendfile)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(out))
+		return libc.sendfile(out, in, offset, count);
+	return owned_sendfile(out, in, offset, count);
+}
+
+ssize_t sendfile64(int out, int in, off_t *offset, size_t count) __attribute__((alias("sendfile")));
+
+/* splice(2) needs a pipe at one end; when the other end is ours, move the
+ * bytes by hand through TLS. */
+ssize_t
+splice(int in, loff_t *off_in, int out, loff_t *off_out, size_t len, unsigned int flags)
+{
+	char buf[65536];
+	ssize_t n, w;
+	int nb = (flags & SPLICE_F_NONBLOCK) ? MSG_DONTWAIT : 0;
+
+	if (!LIBC_READY(splice)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(in) && !fd_is_owned(out))
+		return libc.splice(in, off_in, out, off_out, len, flags);
+	if (len > sizeof buf)
+		len = sizeof buf;
+	if (fd_is_owned(out)) {
+		if (off_out != NULL) {
+			errno = ESPIPE;
+			return -1;
+		}
+		n = off_in != NULL ? pread(in, buf, len, *off_in) : libc.read(in, buf, len);
+		if (n <= 0)
+			return n;
+		w = owned_send(out, buf, (size_t)n, 0);
+		if (w > 0 && off_in != NULL)
+			*off_in += w;
+		return w;
+	}
+	if (off_in != NULL) {
+		errno = ESPIPE;
+		return -1;
+	}
+	n = owned_recv(in, buf, len, nb);
+	if (n <= 0)
+		return n;
+	return off_out != NULL ? pwrite(out, buf, (size_t)n, *off_out) : libc.write(out, buf, (size_t)n);
+}
+
+/* _FORTIFY_SOURCE builds call these instead of read/recv/recvfrom.  On an
+ * overflow they fail exactly as glibc's own would. */
+extern void __chk_fail(void) __attribute__((noreturn));
+
+ssize_t
+__read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+	if (len > buflen)
+		__chk_fail();
+	return read(fd, buf, len);
+}
+
+ssize_t
+__recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+	if (len > buflen)
+		__chk_fail();
+	return recv(fd, buf, len, flags);
+}
+
+ssize_t
+__recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags, struct sockaddr *from,
+    socklen_t *fromlen)
+{
+	if (len > buflen)
+		__chk_fail();
+	return recvfrom(fd, buf, len, flags, from, fromlen);
+}

@@ -1,0 +1,60 @@
+/* init.c - what happens when the library is loaded, and around fork(). */
+#define _GNU_SOURCE
+#include "config.h"
+#include "conn.h"
+#include "libc.h"
+#include "log.h"
+#include "table.h"
+
+#include <pthread.h>
+#include <sys/auxv.h>
+
+static void mark_parent(struct conn *c) { conn_mark_forked(c, 0); }
+static void mark_child(struct conn *c) { conn_mark_forked(c, 1); }
+
+static void
+fork_prepare(void)
+{
+	table_lock();
+}
+
+static void
+fork_parent(void)
+{
+	table_each(mark_parent);
+	table_unlock();
+}
+
+static void
+fork_child(void)
+{
+	table_each(mark_child);
+	table_unlock();
+}
+
+static void
+init(void)
+{
+	libc_init();
+	/* AT_SECURE: setuid/setgid or capabilities; the environment is the
+	 * caller's, not to be trusted. */
+	config_load(getauxval(AT_SECURE) != 0);
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void
+shim_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, init);
+}
+
+/* Cheap on purpose: no OpenSSL here (it is loaded on the first mail
+ * connection), only symbols and a few getenv()s.  connect() calls
+ * shim_init() too, in case another library's constructor connects first. */
+__attribute__((constructor)) static void
+shim_ctor(void)
+{
+	shim_init();
+}

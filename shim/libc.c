@@ -1,0 +1,73 @@
+/* libc.c - find the real libc symbols once, with dlsym(RTLD_NEXT). */
+#define _GNU_SOURCE
+#include "libc.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+struct libc_syms libc;
+
+static void *
+find(const char *name, void *ours)
+{
+	void *p = dlsym(RTLD_NEXT, name);
+
+	/* proxychains' lesson: if the loader hands back our own hook, calling
+	 * it would recurse forever.  Treat it as missing. */
+	if (p == ours)
+		p = NULL;
+	return p;
+}
+
+#define SYM(name) (libc.name = (__typeof__(libc.name))find(#name, (void *)name))
+
+static void
+resolve(void)
+{
+	SYM(connect);
+	SYM(read);
+	SYM(write);
+	SYM(recv);
+	SYM(send);
+	SYM(recvfrom);
+	SYM(sendto);
+	SYM(recvmsg);
+	SYM(sendmsg);
+	SYM(readv);
+	SYM(writev);
+	SYM(sendfile);
+	SYM(splice);
+	SYM(close);
+	SYM(close_range);	/* glibc >= 2.34; optional */
+	SYM(shutdown);
+	SYM(dup);
+	SYM(dup2);
+	SYM(dup3);
+	SYM(fcntl);
+	SYM(getsockopt);
+	SYM(poll);
+	SYM(ppoll);
+	SYM(select);
+	SYM(pselect);
+	SYM(epoll_ctl);
+	SYM(epoll_wait);
+	SYM(epoll_pwait);
+	SYM(fdopen);
+	SYM(getaddrinfo);
+	SYM(gethostbyname);
+	SYM(gethostbyname2);
+	SYM(gethostbyname_r);
+	SYM(gethostbyname2_r);
+}
+
+void
+libc_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, resolve);
+}

@@ -1,0 +1,66 @@
+/* log.c - the logger.  Writes with the real write(2) so it never re-enters
+ * our hooks; one write per line so lines from threads do not interleave. */
+#define _GNU_SOURCE
+#include "log.h"
+#include "libc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+enum log_level log_threshold = LOG_LVL_WARN;
+
+static int log_fd = 2;
+static int use_syslog;
+
+int
+log_open(const char *where)
+{
+	int fd;
+
+	if (where == NULL || *where == '\0' || strcmp(where, "stderr") == 0)
+		return 0;
+	if (strcmp(where, "syslog") == 0) {
+		openlog("starttls-shim", LOG_PID, LOG_MAIL);
+		use_syslog = 1;
+		return 0;
+	}
+	fd = open(where, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	log_fd = fd;
+	return 0;
+}
+
+void
+log_line(enum log_level lvl, const char *fmt, ...)
+{
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+	char line[1024];
+	int saved = errno, n;
+	va_list ap;
+
+	if (lvl > log_threshold)
+		return;
+	n = snprintf(line, sizeof line, "starttls-shim: ");
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof line - 2)
+		n = sizeof line - 2;
+	if (use_syslog) {
+		line[n] = '\0';
+		syslog(prio[lvl], "%s", line + 15);
+	} else {
+		line[n++] = '\n';
+		libc_init();
+		if (libc.write != NULL && libc.write(log_fd, line, n) < 0) {
+			/* nowhere left to report it */
+		}
+	}
+	errno = saved;
+}

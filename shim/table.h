@@ -1,0 +1,40 @@
+/* table.h - fd -> connection, a uthash table behind one mutex, plus a byte
+ * map so that the hooks can tell an fd we do not own in a few instructions
+ * without touching the lock.
+ */
+#ifndef STS_TABLE_H
+#define STS_TABLE_H
+
+struct conn;
+
+#define FD_FAST_MAX 65536
+
+extern unsigned char fd_owned[FD_FAST_MAX];
+extern int fd_owned_high;	/* fds >= FD_FAST_MAX we own (rare) */
+extern int fd_owned_total;	/* all fds we own; 0 lets poll/select skip scanning */
+
+int table_has_slow(int fd);
+
+/* Is fd one of ours?  The hot path for every hooked call. */
+static inline int
+fd_is_owned(int fd)
+{
+	if (__builtin_expect((unsigned)fd < FD_FAST_MAX, 1))
+		return __atomic_load_n(&fd_owned[fd], __ATOMIC_RELAXED);
+	return fd >= 0 && __atomic_load_n(&fd_owned_high, __ATOMIC_RELAXED) && table_has_slow(fd);
+}
+
+/* Map fd to c (c gains a reference and an fd).  Returns 0, or -1/ENOMEM. */
+int table_add(int fd, struct conn *c);
+/* The connection for fd with a reference the caller must conn_put(), or
+ * NULL. */
+struct conn *table_get(int fd);
+/* Unmap fd.  Returns its connection (the table's reference passes to the
+ * caller) and sets *last when no other fd maps to it; NULL if not ours. */
+struct conn *table_remove(int fd, int *last);
+/* Call fn on every connection (fork handlers), under the table lock. */
+void table_each(void (*fn)(struct conn *));
+void table_lock(void);
+void table_unlock(void);
+
+#endif

@@ -1,0 +1,373 @@
+/* tls-openssl.c - the OpenSSL 3 backend, built as libstarttls-shim-tls.so.
+ *
+ * The socket is reached through a small BIO that calls the real recv/send
+ * with MSG_DONTWAIT, so every SSL call is non-blocking whatever the program
+ * set on its socket; conn.c turns "would block" into a wait when the program
+ * asked for blocking I/O.
+ */
+#define _GNU_SOURCE
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+struct tls_conn {
+	SSL *ssl;
+	int fd;
+	int verify;
+	char key[300];		/* host:port, for the session cache */
+};
+
+static struct tls_io io;
+static SSL_CTX *ctx;
+static BIO_METHOD *bio_meth;
+
+/* A tiny session cache: the last session per host:port, for resumption. */
+#define CACHE_SLOTS 32
+static struct {
+	char key[300];
+	SSL_SESSION *sess;
+} cache[CACHE_SLOTS];
+static unsigned cache_next;
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static int ex_index;
+
+/* --- the BIO ------------------------------------------------------------ */
+
+static int
+bio_write(BIO *b, const char *data, int len)
+{
+	struct tls_conn *t = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = io.send(t->fd, data, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		BIO_set_retry_write(b);
+	return (int)n;
+}
+
+static int
+bio_read(BIO *b, char *data, int len)
+{
+	struct tls_conn *t = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = io.recv(t->fd, data, (size_t)len, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		BIO_set_retry_read(b);
+	return (int)n;
+}
+
+static long
+bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b; (void)num; (void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+/* --- init ----------------------------------------------------------------- */
+
+static int
+new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+	struct tls_conn *t = SSL_get_ex_data(ssl, ex_index);
+	unsigned i, slot = CACHE_SLOTS;
+
+	if (t == NULL || t->key[0] == '\0')
+		return 0;
+	pthread_mutex_lock(&cache_lock);
+	for (i = 0; i < CACHE_SLOTS; i++)
+		if (strcmp(cache[i].key, t->key) == 0)
+			slot = i;
+	if (slot == CACHE_SLOTS)
+		slot = cache_next++ % CACHE_SLOTS;
+	if (cache[slot].sess != NULL)
+		SSL_SESSION_free(cache[slot].sess);
+	cache[slot].sess = sess;	/* we keep the reference OpenSSL gave us */
+	snprintf(cache[slot].key, sizeof cache[slot].key, "%s", t->key);
+	pthread_mutex_unlock(&cache_lock);
+	return 1;
+}
+
+static void
+err_string(char *err, size_t errlen, const char *what)
+{
+	unsigned long e = ERR_get_error();
+	char reason[200];
+
+	if (e != 0)
+		ERR_error_string_n(e, reason, sizeof reason);
+	else
+		snprintf(reason, sizeof reason, "no detail");
+	snprintf(err, errlen, "%s: %s", what, reason);
+	ERR_clear_error();
+}
+
+static int
+tls_init(const struct tls_io *tio, const char *cafile, char *err, size_t errlen)
+{
+	const char *dir, *file;
+
+	io = *tio;
+	if (OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL) != 1) {
+		err_string(err, errlen, "OpenSSL init failed");
+		return -1;
+	}
+	ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL) {
+		err_string(err, errlen, "SSL_CTX_new failed");
+		return -1;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	    SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_clear_mode(ctx, SSL_MODE_AUTO_RETRY);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
+	ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+
+	/* The trust store, lazily: a hashed directory is searched only for the
+	 * issuer a chain needs, where a bundle file would be parsed whole. */
+	dir = getenv(X509_get_default_cert_dir_env());
+	if (dir == NULL)
+		dir = X509_get_default_cert_dir();
+	if (SSL_CTX_load_verify_dir(ctx, dir) != 1)
+		ERR_clear_error();	/* no system store is not fatal: CAFILE may do */
+	file = getenv(X509_get_default_cert_file_env());
+	if (file != NULL && SSL_CTX_load_verify_file(ctx, file) != 1) {
+		err_string(err, errlen, "cannot load SSL_CERT_FILE");
+		return -1;
+	}
+	if (cafile != NULL && *cafile != '\0' && SSL_CTX_load_verify_file(ctx, cafile) != 1) {
+		err_string(err, errlen, "cannot load CA file");
+		return -1;
+	}
+
+	bio_meth = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "starttls-shim socket");
+	if (bio_meth == NULL) {
+		err_string(err, errlen, "BIO_meth_new failed");
+		return -1;
+	}
+	BIO_meth_set_write(bio_meth, bio_write);
+	BIO_meth_set_read(bio_meth, bio_read);
+	BIO_meth_set_ctrl(bio_meth, bio_ctrl);
+	return 0;
+}
+
+/* --- sessions ------------------------------------------------------------ */
+
+static int
+is_ip(const char *host)
+{
+	unsigned char a[16];
+
+	return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
+static struct tls_conn *
+tls_conn_new(int fd, const char *host, unsigned short port, int verify, char *err, size_t errlen)
+{
+	struct tls_conn *t = calloc(1, sizeof *t);
+	BIO *bio = NULL;
+	unsigned i;
+
+	if (t == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	t->fd = fd;
+	t->verify = verify;
+	snprintf(t->key, sizeof t->key, "%s:%u:%d", host, port, verify);
+	t->ssl = SSL_new(ctx);
+	bio = BIO_new(bio_meth);
+	if (t->ssl == NULL || bio == NULL) {
+		err_string(err, errlen, "SSL_new failed");
+		goto fail;
+	}
+	BIO_set_data(bio, t);
+	BIO_set_init(bio, 1);
+	SSL_set_bio(t->ssl, bio, bio);
+	bio = NULL;
+	SSL_set_ex_data(t->ssl, ex_index, t);
+
+	if (!is_ip(host))
+		SSL_set_tlsext_host_name(t->ssl, host);
+	if (verify) {
+		X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
+
+		X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (is_ip(host) ? X509_VERIFY_PARAM_set1_ip_asc(vp, host) != 1 : SSL_set1_host(t->ssl, host) != 1) {
+			err_string(err, errlen, "cannot set the name to verify");
+			goto fail;
+		}
+		SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+	} else
+		SSL_set_verify(t->ssl, SSL_VERIFY_NONE, NULL);
+
+	pthread_mutex_lock(&cache_lock);
+	for (i = 0; i < CACHE_SLOTS; i++)
+		if (cache[i].sess != NULL && strcmp(cache[i].key, t->key) == 0) {
+			if (SSL_SESSION_is_resumable(cache[i].sess))
+				SSL_set_session(t->ssl, cache[i].sess);
+			break;
+		}
+	pthread_mutex_unlock(&cache_lock);
+	return t;
+fail:
+	BIO_free(bio);
+	SSL_free(t->ssl);
+	free(t);
+	return NULL;
+}
+
+static void
+tls_set_fd(struct tls_conn *t, int fd)
+{
+	t->fd = fd;
+}
+
+static enum tls_rc
+map(struct tls_conn *t, int r)
+{
+	switch (SSL_get_error(t->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		return TLS_WANT_READ;
+	case SSL_ERROR_WANT_WRITE:
+		return TLS_WANT_WRITE;
+	case SSL_ERROR_ZERO_RETURN:
+		return TLS_CLOSED;
+	case SSL_ERROR_SYSCALL:
+		if (ERR_peek_error() == 0 && errno == 0)
+			return TLS_CLOSED;	/* EOF from the socket */
+		if (ERR_peek_error() == 0)
+			return TLS_SYSERR;
+		return TLS_ERR;
+	default:
+		return TLS_ERR;
+	}
+}
+
+static enum tls_rc
+tls_handshake(struct tls_conn *t, char *err, size_t errlen)
+{
+	enum tls_rc rc;
+	long vr;
+	int r;
+
+	ERR_clear_error();
+	errno = 0;
+	r = SSL_connect(t->ssl);
+	if (r == 1)
+		return TLS_OK;
+	rc = map(t, r);
+	if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE)
+		return rc;
+	vr = SSL_get_verify_result(t->ssl);
+	if (t->verify && vr != X509_V_OK) {
+		if (vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH)
+			snprintf(err, errlen, "certificate name mismatch");
+		else
+			snprintf(err, errlen, "certificate not trusted: %s", X509_verify_cert_error_string(vr));
+	} else if (rc == TLS_CLOSED)
+		snprintf(err, errlen, "TLS handshake failed: connection closed by server");
+	else if (rc == TLS_SYSERR)
+		snprintf(err, errlen, "TLS handshake failed: %s", strerror(errno));
+	else {
+		unsigned long e = ERR_peek_error();
+
+		if (ERR_GET_REASON(e) == SSL_R_UNSUPPORTED_PROTOCOL ||
+		    ERR_GET_REASON(e) == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION)
+			snprintf(err, errlen, "TLS version too old (TLS 1.2 or later required)");
+		else
+			err_string(err, errlen, "TLS handshake failed");
+	}
+	ERR_clear_error();
+	return rc == TLS_SYSERR ? TLS_SYSERR : TLS_ERR;
+}
+
+static enum tls_rc
+tls_read(struct tls_conn *t, void *buf, size_t len, size_t *n, int peek)
+{
+	enum tls_rc rc;
+	int r;
+
+	ERR_clear_error();
+	errno = 0;
+	r = peek ? SSL_peek_ex(t->ssl, buf, len, n) : SSL_read_ex(t->ssl, buf, len, n);
+	if (r == 1)
+		return TLS_OK;
+	rc = map(t, 0);
+	ERR_clear_error();
+	return rc;
+}
+
+static enum tls_rc
+tls_write(struct tls_conn *t, const void *buf, size_t len, size_t *n)
+{
+	enum tls_rc rc;
+
+	ERR_clear_error();
+	errno = 0;
+	if (SSL_write_ex(t->ssl, buf, len, n) == 1)
+		return TLS_OK;
+	rc = map(t, 0);
+	ERR_clear_error();
+	return rc;
+}
+
+static void
+tls_close_notify(struct tls_conn *t)
+{
+	ERR_clear_error();
+	if (SSL_shutdown(t->ssl) < 0)
+		ERR_clear_error();
+}
+
+static size_t
+tls_pending(struct tls_conn *t)
+{
+	return (size_t)SSL_pending(t->ssl);
+}
+
+static void
+tls_describe(struct tls_conn *t, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s %s%s", SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl),
+	    SSL_session_reused(t->ssl) ? " (resumed)" : "");
+}
+
+static void
+tls_conn_free(struct tls_conn *t)
+{
+	if (t == NULL)
+		return;
+	SSL_free(t->ssl);
+	free(t);
+}
+
+/* The only symbol this object exports. */
+const struct tls_ops starttls_shim_tls_ops = {
+	.abi = TLS_OPS_ABI,
+	.init = tls_init,
+	.conn_new = tls_conn_new,
+	.set_fd = tls_set_fd,
+	.handshake = tls_handshake,
+	.read = tls_read,
+	.write = tls_write,
+	.close_notify = tls_close_notify,
+	.pending = tls_pending,
+	.describe = tls_describe,
+	.conn_free = tls_conn_free,
+};

@@ -1,0 +1,494 @@
+#!/usr/bin/env bash
+# tests/bench/bench.sh: `make bench`, the figures of issue 5 ("Speed").
+#
+# Contenders, all against the same STARTTLS sink (tests/bench/sink.c, TLS 1.3
+# pinned to TLS_AES_256_GCM_SHA384 and X25519, RSA-2048 certificate from
+# tests/lib/mkcerts.sh):
+#   native   tests/bench/native.c, a hand-written OpenSSL STARTTLS client: the limit
+#   shim     tests/bench/plain.c (no TLS code) under LD_PRELOAD=build/libstarttls-shim.so
+#   stunnel  plain.c talking plaintext to Debian's stunnel4 (client = yes,
+#            protocol = smtp, verifyChain = yes, checkHost) which does STARTTLS
+#   plain    plain.c against a plaintext sink: the network-path bound
+# The machine is noisy: every row is measured in BENCH_ROUNDS rounds, the
+# contenders alternate inside a round (order rotated each round), and each
+# cell is "median [min-max]" over the rounds; "shim / native" is the median
+# of the per-round ratios (paired, so drift between rounds cancels).
+#
+# Settings (environment):
+#   BENCH_ROUNDS=5        rounds
+#   BENCH_SIZE_MIB=256    bulk payload per run
+#   BENCH_RATE_CONNS=300  connections per rate run
+#   BENCH_COLD_RUNS=15    spawns per cold-start sample
+#   BENCH_TRUE_RUNS=300   spawns per /bin/true sample
+#   BENCH_DD_COUNT=1000000  dd records per wall-time sample
+#   BENCH_IDLE_CONNS=1000 BENCH_ROW_CONNS=10000   memory rows
+#   BENCH_SHIM_ENV="NAME=VALUE ..."  extra settings for every shim run
+#   SHIM_LIB=path         the library (default build/libstarttls-shim.so)
+# Output: the table on stdout and in build/bench/results.md; raw samples,
+# sink logs and errors in build/bench/run/. Exit 0 when every run worked
+# (targets MISSED do not fail the bench), 1 when a contender failed to run.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/../lib/common.sh"
+cd "$TOP"
+
+B=$BUILD/bench
+W=$B/run
+ROUNDS=${BENCH_ROUNDS:-5}
+SIZE_MIB=${BENCH_SIZE_MIB:-256}
+RATE_N=${BENCH_RATE_CONNS:-300}
+COLD_N=${BENCH_COLD_RUNS:-15}
+TRUE_N=${BENCH_TRUE_RUNS:-300}
+DD_COUNT=${BENCH_DD_COUNT:-1000000}
+IDLE_N=${BENCH_IDLE_CONNS:-1000}
+ROW_N=${BENCH_ROW_CONNS:-10000}
+read -r -a EXTRA_SHIM_ENV <<<"${BENCH_SHIM_ENV:-}"
+SHIM_LIB_REL=${SHIM_LIB#"$TOP"/}
+START=$(date +%s)
+
+say() { echo "bench: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+# ---------------------------------------------------------------- build --
+mkdir -p "$B"
+rm -rf "$W"
+mkdir -p "$W/samples"
+CFLAGS="-O2 -Wall -Wextra -Werror"
+OSSL=$(pkg-config --cflags --libs openssl) || die "pkg-config openssl failed (apt-get install libssl-dev pkg-config)"
+for p in sink native; do
+    # shellcheck disable=SC2086
+    cc $CFLAGS -o "$B/$p" "tests/bench/$p.c" $OSSL -lpthread || die "compiling $p failed"
+done
+for p in plain spawn; do # no OpenSSL on purpose: the shim's lazy loading must show
+    # shellcheck disable=SC2086
+    cc $CFLAGS -o "$B/$p" "tests/bench/$p.c" || die "compiling $p failed"
+done
+if ldd "$B/plain" | grep -q libssl; then die "plain is linked with libssl; the cold-start rows would lie"; fi
+
+CERTS=$B/certs
+bash tests/lib/mkcerts.sh "$CERTS" || die "mkcerts failed"
+CA=$CERTS/ca.pem
+
+HAVE_SHIM=0
+[ -f "$SHIM_LIB" ] && HAVE_SHIM=1
+NO_SHIM="n/a ($SHIM_LIB_REL missing)"
+
+ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+[ "$(ulimit -n)" -ge $((IDLE_N * 2 + 100)) ] || say "warning: ulimit -n $(ulimit -n) is low for $IDLE_N idle connections"
+
+# ------------------------------------------------------------- services --
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_sink NAME ARGS...: sets P_NAME (port) and L_NAME (stats log).
+start_sink() {
+    local name=$1; shift
+    local log=$W/sink-$name.log pf=$W/sink-$name.port
+    : >"$log"
+    "$B/sink" -o "$pf" -l "$log" "$@" 2>>"$W/sink-$name.err" &
+    PIDS+=($!)
+    for _ in $(seq 100); do [ -s "$pf" ] && break; sleep 0.05; done
+    [ -s "$pf" ] || die "sink $name did not start: $(cat "$W/sink-$name.err")"
+    printf -v "P_$name" '%s' "$(cat "$pf")"
+    printf -v "L_$name" '%s' "$log"
+}
+TLSARGS=(-c "$CERTS/good.pem" -k "$CERTS/good.key")
+start_sink TBULK "${TLSARGS[@]}" -m bulk          # STARTTLS, read to EOF
+start_sink TRATE "${TLSARGS[@]}" -m rate          # STARTTLS, EHLO/QUIT, no tickets
+start_sink TTIX  "${TLSARGS[@]}" -m rate -T       # same, issues session tickets
+start_sink PBULK -P -m bulk                       # plaintext bounds
+start_sink PRATE -P -m rate
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_listen() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }
+HAVE_STUNNEL=0
+if command -v stunnel4 >/dev/null || command -v stunnel >/dev/null; then
+    ST_BIN=$(command -v stunnel4 || command -v stunnel)
+    S_BULK=$(free_port); S_RATE=$(free_port); S_WRONG=$(free_port)
+    stsvc() { # stsvc NAME ACCEPT CONNECT CHECKHOST
+        printf '[%s]\nclient = yes\naccept = 127.0.0.1:%s\nconnect = 127.0.0.1:%s\nprotocol = smtp\n' "$1" "$2" "$3"
+        printf 'verifyChain = yes\ncheckHost = %s\nsni = %s\nCAfile = %s\n' "$4" "$4" "$CA"
+    }
+    {
+        printf 'foreground = yes\npid =\ndebug = 3\noutput = %s\n' "$W/stunnel.log"
+        stsvc bulk "$S_BULK" "$P_TBULK" localhost
+        stsvc rate "$S_RATE" "$P_TRATE" localhost
+        stsvc wrong "$S_WRONG" "$P_TRATE" wrong.example
+    } >"$W/stunnel.conf"
+    "$ST_BIN" "$W/stunnel.conf" >>"$W/stunnel.err" 2>&1 &
+    PIDS+=($!)
+    if wait_listen "$S_BULK" && wait_listen "$S_RATE" && wait_listen "$S_WRONG"; then
+        HAVE_STUNNEL=1
+    else
+        say "stunnel did not start: $(cat "$W/stunnel.err" "$W/stunnel.log" 2>/dev/null | tail -3)"
+    fi
+fi
+NO_STUNNEL="n/a (stunnel4 not installed)"
+
+# The cold-start rows verify against "the system trust store". We cannot
+# (and must not) add the test CA to the machine's store, so both contenders
+# get SSL_CERT_DIR = a temporary hashed directory holding links to every
+# certificate of /etc/ssl/certs plus the test CA (openssl rehash). That is
+# exactly how OpenSSL consults the system store (default directory, per
+# issuer hash, lazily); SSL_CERT_FILE stays unset, so whoever also loads the
+# default bundle file (/usr/lib/ssl/cert.pem) pays to parse it, as in real life.
+CERTDIR=$W/certdir
+mkdir -p "$CERTDIR"
+for f in /etc/ssl/certs/*.pem; do [ -e "$f" ] && ln -s "$f" "$CERTDIR/" 2>/dev/null; done
+cp "$CA" "$CERTDIR/starttls-shim-bench-test-ca.pem"
+openssl rehash "$CERTDIR" >/dev/null 2>&1 || die "openssl rehash failed"
+
+SHIM_ENV=(LD_PRELOAD="$SHIM_LIB" STARTTLS_SHIM_POLICY=verify STARTTLS_SHIM_LOG="$W/shim.log" "${EXTRA_SHIM_ENV[@]}")
+
+# ------------------------------------------------------------- sampling --
+ERRS=$W/errors.log
+: >"$ERRS"
+NFAIL=0
+rec() { echo "$3" >>"$W/samples/$1.$2"; }          # rec ROW CONTENDER VALUE
+failrun() { # failrun WHAT: note a failed run with its stderr
+    NFAIL=$((NFAIL + 1))
+    { echo "=== $1"; sed 's/^/    /' "$W/err" | tail -20; } >>"$ERRS"
+    say "FAILED: $1 (see ${ERRS#"$TOP"/})"
+}
+
+# new_lines LOG N0 WANT: wait (<= 3 s) until LOG has N0+WANT lines, print the new ones.
+new_lines() {
+    local i
+    for i in $(seq 60); do [ "$(wc -l <"$1")" -ge $(($2 + $3)) ] && break; sleep 0.05; done
+    tail -n +$(($2 + 1)) "$1"
+}
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+
+# check_tls LINES: every line is TLSv1.3 with the pinned suite.
+check_tls() { ! grep -v 'proto=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 group=x25519' <<<"$1" | grep -q .; }
+
+# bulk CONTENDER WSIZE: one 256 MiB run; records MiB/s at the sink.
+bulk() {
+    local c=$1 w=$2 log port n0 line bytes secs
+    local -a cmd
+    case $c in
+    native)  log=$L_TBULK; cmd=("$B/native" -H localhost -p "$P_TBULK" -C "$CA") ;;
+    shim)    log=$L_TBULK; cmd=(env "${SHIM_ENV[@]}" STARTTLS_SHIM_CAFILE="$CA" STARTTLS_SHIM_PORTS="$P_TBULK/smtp" "$B/plain" -H localhost -p "$P_TBULK") ;;
+    stunnel) log=$L_TBULK; cmd=("$B/plain" -H 127.0.0.1 -p "$S_BULK") ;;
+    plain)   log=$L_PBULK; cmd=("$B/plain" -H localhost -p "$P_PBULK") ;;
+    esac
+    n0=$(wc -l <"$log")
+    if ! timeout 300 "${cmd[@]}" -m bulk -s "${SIZE_MIB}M" -w "$w" >"$W/out" 2>"$W/err"; then
+        failrun "bulk $c w=$w: exit $?"; rec "bulk$w" "$c" ERR; return
+    fi
+    line=$(new_lines "$log" "$n0" 1 | head -1)
+    bytes=$(field bytes <<<"$line"); secs=$(field secs <<<"$line")
+    if [ "$bytes" != $((SIZE_MIB * 1048576)) ] || { [ "$c" != plain ] && ! check_tls "$line"; }; then
+        echo "sink saw: $line" >"$W/err"; failrun "bulk $c w=$w: wrong bytes or cipher"; rec "bulk$w" "$c" ERR; return
+    fi
+    rec "bulk$w" "$c" "$(awk -v s="$SIZE_MIB" -v t="$secs" 'BEGIN { printf "%.1f", s / t }')"
+}
+
+# rate ROW CONTENDER: one run of RATE_N connections; records conn/s, p99 ms
+# and (ticket sink) how many were resumed.
+rate() {
+    local row=$1 c=$2 log n0 lines out r p99
+    local -a cmd
+    case $row.$c in
+    full.native)   log=$L_TRATE; cmd=("$B/native" -H localhost -p "$P_TRATE" -C "$CA") ;;
+    full.shim)     log=$L_TRATE; cmd=(env "${SHIM_ENV[@]}" STARTTLS_SHIM_CAFILE="$CA" STARTTLS_SHIM_PORTS="$P_TRATE/smtp" "$B/plain" -H localhost -p "$P_TRATE") ;;
+    full.stunnel)  log=$L_TRATE; cmd=("$B/plain" -H 127.0.0.1 -p "$S_RATE") ;;
+    full.plain)    log=$L_PRATE; cmd=("$B/plain" -H localhost -p "$P_PRATE") ;;
+    resume.native) log=$L_TTIX;  cmd=("$B/native" -H localhost -p "$P_TTIX" -C "$CA") ;;
+    resume.nativer) log=$L_TTIX; cmd=("$B/native" -H localhost -p "$P_TTIX" -C "$CA" -r) ;;
+    resume.shim)   log=$L_TTIX;  cmd=(env "${SHIM_ENV[@]}" STARTTLS_SHIM_CAFILE="$CA" STARTTLS_SHIM_PORTS="$P_TTIX/smtp" "$B/plain" -H localhost -p "$P_TTIX") ;;
+    esac
+    n0=$(wc -l <"$log")
+    if ! timeout 300 "${cmd[@]}" -m rate -N "$RATE_N" >"$W/out" 2>"$W/err"; then
+        failrun "rate $row $c: exit $?"; rec "rate$row" "$c" ERR; rec "p99$row" "$c" ERR; return
+    fi
+    out=$(grep ' rate conns=' "$W/out")
+    r=$(field rate <<<"$out"); p99=$(field p99_ms <<<"$out")
+    lines=$(new_lines "$log" "$n0" "$RATE_N")
+    if [ "$(grep -c . <<<"$lines")" -ne "$RATE_N" ] || { [ "$c" != plain ] && ! check_tls "$lines"; }; then
+        echo "sink saw $(grep -c . <<<"$lines") connections; first odd line: $(grep -v 'cipher=TLS_AES_256_GCM_SHA384' <<<"$lines" | head -1)" >"$W/err"
+        failrun "rate $row $c: sink log disagrees"; rec "rate$row" "$c" ERR; rec "p99$row" "$c" ERR; return
+    fi
+    rec "rate$row" "$c" "$r"; rec "p99$row" "$c" "$p99"
+    rec "resumed$row" "$c" "$(grep -c 'resumed=1' <<<"$lines")"
+}
+
+# spawntime ROW CONTENDER RUNS [spawn -e ...] -- CMD...: records median µs.
+spawntime() {
+    local row=$1 c=$2 n=$3 out; shift 3
+    : >"$W/err"
+    if ! out=$(timeout 300 "$B/spawn" -n "$n" -E "$W/err" "$@" 2>>"$W/err"); then
+        failrun "$row $c"; rec "$row" "$c" ERR; return
+    fi
+    rec "$row" "$c" "$(field median_us <<<" $out")"
+}
+
+cold() {
+    local c=$1
+    case $c in
+    native)  spawntime cold native "$COLD_N" -e SSL_CERT_DIR="$CERTDIR" -- "$B/native" -H localhost -p "$P_TRATE" -S -m cold ;;
+    nativeB) spawntime cold nativeB "$COLD_N" -e SSL_CERT_DIR="$CERTDIR" -- "$B/native" -H localhost -p "$P_TRATE" -B -m cold ;;
+    shim)    local -a e=(); local kv
+             for kv in "${SHIM_ENV[@]}" STARTTLS_SHIM_PORTS="$P_TRATE/smtp" SSL_CERT_DIR="$CERTDIR"; do e+=(-e "$kv"); done
+             spawntime cold shim "$COLD_N" "${e[@]}" -- "$B/plain" -H localhost -p "$P_TRATE" -m rate -N 1 ;;
+    esac
+}
+
+truestart() {
+    case $1 in
+    none) spawntime true none "$TRUE_N" -- /bin/true ;;
+    shim) spawntime true shim "$TRUE_N" -e LD_PRELOAD="$SHIM_LIB" -- /bin/true ;;
+    ssl)  spawntime true ssl "$TRUE_N" -e LD_PRELOAD="$LIBSSL" -- /bin/true ;;
+    esac
+}
+LIBSSL=$(ldd "$B/native" | awk '/libssl\.so/ { print $3 }')
+
+ddwall() {
+    case $1 in
+    none) spawntime ddwall none 3 -- dd if=/dev/zero of=/dev/null bs=64 count="$DD_COUNT" ;;
+    shim) spawntime ddwall shim 3 -e LD_PRELOAD="$SHIM_LIB" -- dd if=/dev/zero of=/dev/null bs=64 count="$DD_COUNT" ;;
+    esac
+}
+
+# rotate the list by the round number so no contender always goes first
+rot() { local k=$1; shift; local -a a=("$@"); local n=${#a[@]} i; for ((i = 0; i < n; i++)); do echo "${a[$(((i + k) % n))]}"; done; }
+
+# ------------------------------------------------------ sanity checks --
+# Each contender must really verify: a wrong name / untrusted CA must fail.
+VERIFY_NOTES=()
+: >"$W/err"
+if "$B/native" -H localhost -p "$P_TRATE" -C "$CA" -m rate -N 1 >/dev/null 2>>"$W/err" &&
+   ! "$B/native" -H localhost -n wrong.example -p "$P_TRATE" -C "$CA" -m cold 2>/dev/null &&
+   ! "$B/native" -H localhost -p "$P_TRATE" -C "$CERTS/other-ca.pem" -m cold 2>/dev/null; then
+    VERIFY_NOTES+=("native: accepts the test CA, refuses a wrong name and an unknown CA")
+else
+    failrun "sanity: native does not verify as expected"
+fi
+if [ $HAVE_STUNNEL = 1 ]; then
+    if "$B/plain" -H 127.0.0.1 -p "$S_RATE" -m rate -N 1 >/dev/null 2>>"$W/err" &&
+       ! timeout 20 "$B/plain" -H 127.0.0.1 -p "$S_WRONG" -m rate -N 1 >/dev/null 2>&1; then
+        VERIFY_NOTES+=("stunnel: works with checkHost = localhost, fails with checkHost = wrong.example")
+    else
+        failrun "sanity: stunnel does not verify as expected"; HAVE_STUNNEL=0
+    fi
+fi
+if [ $HAVE_SHIM = 1 ]; then
+    if env "${SHIM_ENV[@]}" STARTTLS_SHIM_CAFILE="$CA" STARTTLS_SHIM_PORTS="$P_TRATE/smtp" \
+           timeout 20 "$B/plain" -H localhost -p "$P_TRATE" -m rate -N 1 >/dev/null 2>>"$W/err" &&
+       ! env "${SHIM_ENV[@]}" STARTTLS_SHIM_CAFILE="$CERTS/other-ca.pem" STARTTLS_SHIM_PORTS="$P_TRATE/smtp" \
+           timeout 20 "$B/plain" -H localhost -p "$P_TRATE" -m rate -N 1 >/dev/null 2>&1; then
+        VERIFY_NOTES+=("shim: works with the test CA, refuses the connection when only an unknown CA is given")
+    else
+        failrun "sanity: shim does not upgrade+verify as expected (plain -m rate -N 1 under the shim)"
+    fi
+fi
+
+# --------------------------------------------------------------- rounds --
+CONTS=(native plain)
+[ $HAVE_SHIM = 1 ] && CONTS+=(shim)
+[ $HAVE_STUNNEL = 1 ] && CONTS+=(stunnel)
+for ((r = 1; r <= ROUNDS; r++)); do
+    say "round $r/$ROUNDS ($(($(date +%s) - START)) s so far)"
+    for w in 512 4096 65536; do
+        for c in $(rot "$r" "${CONTS[@]}"); do bulk "$c" "$w"; done
+    done
+    for c in $(rot "$r" "${CONTS[@]}"); do rate full "$c"; done
+    RC=(native nativer); [ $HAVE_SHIM = 1 ] && RC+=(shim)
+    for c in $(rot "$r" "${RC[@]}"); do rate resume "$c"; done
+    CC=(native nativeB); [ $HAVE_SHIM = 1 ] && CC+=(shim)
+    for c in $(rot "$r" "${CC[@]}"); do cold "$c"; done
+    TC=(none ssl); [ $HAVE_SHIM = 1 ] && TC+=(shim)
+    for c in $(rot "$r" "${TC[@]}"); do truestart "$c"; done
+    DC=(none); [ $HAVE_SHIM = 1 ] && DC+=(shim)
+    for c in $(rot "$r" "${DC[@]}"); do ddwall "$c"; done
+done
+
+# ------------------------------------------------------- instructions --
+# Per-call cost from the slope between two dd sizes, so the library's load
+# and constructor cost (paid once) does not count as per-call cost.
+say "callgrind (dd bs=64)"
+cg() { # cg COUNT [env ...]: prints the Ir total
+    local n=$1; shift
+    env "$@" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        dd if=/dev/zero of=/dev/null bs=64 count="$n" 2>&1 | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+IR_NOTE=""
+if command -v valgrind >/dev/null; then
+    IR_N1=$(cg 100000); IR_N2=$(cg 200000)
+    if [ $HAVE_SHIM = 1 ]; then
+        IR_S1=$(cg 100000 LD_PRELOAD="$SHIM_LIB"); IR_S2=$(cg 200000 LD_PRELOAD="$SHIM_LIB")
+    fi
+else
+    IR_NOTE="valgrind not installed (apt-get install valgrind)"
+fi
+
+# --------------------------------------------------------------- memory --
+say "memory ($IDLE_N idle, $ROW_N in a row)"
+hold() { # hold CONTENDER: prints "start warm end" KiB
+    local -a cmd
+    case $1 in
+    native) cmd=("$B/native" -H localhost -p "$P_TBULK" -C "$CA") ;;
+    shim)   cmd=(env "${SHIM_ENV[@]}" STARTTLS_SHIM_CAFILE="$CA" STARTTLS_SHIM_PORTS="$P_TBULK/smtp" "$B/plain" -H localhost -p "$P_TBULK") ;;
+    plain)  cmd=("$B/plain" -H localhost -p "$P_PBULK") ;;
+    esac
+    if ! timeout 300 "${cmd[@]}" -m hold -N "$IDLE_N" >"$W/out" 2>"$W/err"; then failrun "hold $1"; return; fi
+    local o; o=$(grep ' hold n=' "$W/out")
+    echo "$(field rss_start <<<"$o") $(field rss_warm <<<"$o") $(field rss_end <<<"$o")"
+}
+row10k() { # row10k CONTENDER: prints "rss@1000 rss@N"
+    local -a cmd
+    case $1 in
+    native) cmd=("$B/native" -H localhost -p "$P_TTIX" -C "$CA" -r) ;;
+    shim)   cmd=(env "${SHIM_ENV[@]}" STARTTLS_SHIM_CAFILE="$CA" STARTTLS_SHIM_PORTS="$P_TTIX/smtp" "$B/plain" -H localhost -p "$P_TTIX") ;;
+    esac
+    if ! timeout 600 "${cmd[@]}" -m rate -R -N "$ROW_N" >"$W/out" 2>"$W/err"; then failrun "10k in a row $1"; return; fi
+    cp "$W/out" "$W/row10k-$1.out"
+    echo "$(sed -n 's/.* rss at=1000 kib=\([0-9]*\).*/\1/p' "$W/out") $(sed -n "s/.* rss at=$ROW_N kib=\([0-9]*\).*/\1/p" "$W/out")"
+}
+MEM_NATIVE=$(hold native); MEM_PLAIN=$(hold plain)
+ROW_NATIVE=$(row10k native)
+if [ $HAVE_SHIM = 1 ]; then MEM_SHIM=$(hold shim); ROW_SHIM=$(row10k shim); fi
+
+# ---------------------------------------------------------------- table --
+# stats FILE: "median min max" of the numeric lines, or "" when none.
+stats() {
+    [ -f "$1" ] || return 0
+    grep -v ERR "$1" | sort -g | awk '{ a[NR] = $1 } END {
+        if (NR == 0) exit
+        m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        print m, a[1], a[NR] }'
+}
+nerr() { [ -f "$1" ] && grep -c ERR "$1" || echo 0; }
+# cell FILE DECIMALS [SCALE]: "median [min–max]" (values divided by SCALE).
+cell() {
+    local s; s=$(stats "$1")
+    if [ -z "$s" ]; then echo "FAILED (see run/errors.log)"; return; fi
+    awk -v d="$2" -v k="${3:-1}" -v e="$(nerr "$1")" '{ f = "%." d "f"
+        printf(f " [" f "–" f "]%s", $1 / k, $2 / k, $3 / k, e > 0 ? " (" e " failed)" : "") }' <<<"$s"
+}
+# ratio A B: median [min–max] of per-round A/B (paired by round).
+ratio_stats() {
+    [ -f "$1" ] && [ -f "$2" ] || return 0
+    paste "$1" "$2" | awk '$1 != "ERR" && $2 != "ERR" && $2 > 0 { print $1 / $2 }' | sort -g |
+        awk '{ a[NR] = $1 } END { if (NR == 0) exit
+            m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print m, a[1], a[NR] }'
+}
+ratio_cell() { local s; s=$(ratio_stats "$1" "$2"); [ -n "$s" ] && awk '{ printf("%.2f× [%.2f–%.2f]", $1, $2, $3) }' <<<"$s" || echo "n/a"; }
+ratio_med() { ratio_stats "$1" "$2" | awk '{ print $1 }'; }
+# verdict VALUE OP TARGET: MET / MISSED / n/a
+verdict() { [ -z "$1" ] && { echo "n/a"; return; }; awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
+    ok = (op == ">=") ? v >= t : v <= t; print ok ? "MET" : "MISSED" }'; }
+# withratio FILE BASE DECIMALS: cell plus "(×ratio vs BASE)"
+withratio() { local c r; c=$(cell "$1" "$3" "${4:-1}"); r=$(ratio_med "$1" "$2"); [ -n "$r" ] && c="$c ($(printf '%.2f' "$r")×)"; echo "$c"; }
+
+S=$W/samples
+ROWS=()
+row() { ROWS+=("| $(printf '%s | ' "$@")"); }
+shimcell() { if [ $HAVE_SHIM = 1 ]; then "$@"; else echo "$NO_SHIM"; fi; }
+stcell() { if [ $HAVE_STUNNEL = 1 ]; then "$@"; else echo "$NO_STUNNEL"; fi; }
+
+n=0
+for w in 512 4096 65536; do
+    n=$((n + 1))
+    case $w in 512) lbl="512 B"; tgt=0.90 ;; 4096) lbl="4 KiB"; tgt=0.95 ;; 65536) lbl="64 KiB"; tgt=0.95 ;; esac
+    f=$S/bulk$w
+    row "$n" "Bulk ${SIZE_MIB} MiB in $lbl writes, MiB/s at the sink (first payload byte → EOF)" \
+        "$(cell "$f.native" 0)" "$(shimcell withratio "$f.shim" "$f.native" 0)" \
+        "$(stcell withratio "$f.stunnel" "$f.native" 0)" "$(withratio "$f.plain" "$f.native" 0)" \
+        "$(shimcell ratio_cell "$f.shim" "$f.native")" "shim ÷ native ≥ $tgt" \
+        "$([ $HAVE_SHIM = 1 ] && verdict "$(ratio_med "$f.shim" "$f.native")" ">=" "$tgt" || echo n/a)"
+done
+f=$S/ratefull
+row 4 "Connection rate, full handshakes (connect, greeting, EHLO, STARTTLS, handshake with chain + name check, EHLO, QUIT, close; sink sends no tickets), conn/s, $RATE_N per run" \
+    "$(cell "$f.native" 0)" "$(shimcell withratio "$f.shim" "$f.native" 0)" \
+    "$(stcell withratio "$f.stunnel" "$f.native" 0)" "$(withratio "$f.plain" "$f.native" 0)" \
+    "$(shimcell ratio_cell "$f.shim" "$f.native")" "shim ÷ native ≥ 0.95 (stunnel: 0.74)" \
+    "$([ $HAVE_SHIM = 1 ] && verdict "$(ratio_med "$f.shim" "$f.native")" ">=" 0.95 || echo n/a)"
+f=$S/p99full
+P99=$([ $HAVE_SHIM = 1 ] && stats "$f.shim" | awk '{ print $1 }')
+row 5 "Delayed-ACK stall: per-connection time, 99th percentile, ms (row 4 runs)" \
+    "$(cell "$f.native" 2)" "$(shimcell cell "$f.shim" 2)" "$(stcell cell "$f.stunnel" 2)" "$(cell "$f.plain" 2)" \
+    "–" "no ~40 ms stall: shim p99 < 20 ms" "$(verdict "$P99" "<=" 20)"
+f=$S/rateresume
+RES=""
+[ $HAVE_SHIM = 1 ] && RES=" (resumed: $(stats "$S/resumedresume.shim" | awk '{ print $1 }')/$RATE_N per run)"
+row 6 "Resumption: shim with session resumption vs native full handshakes, same ticket-issuing sink, conn/s" \
+    "$(cell "$f.native" 0)" "$(shimcell withratio "$f.shim" "$f.native" 0)$RES" "–" "–" \
+    "$(shimcell ratio_cell "$f.shim" "$f.native")" "shim ÷ native-full ≥ 1.3" \
+    "$([ $HAVE_SHIM = 1 ] && verdict "$(ratio_med "$f.shim" "$f.native")" ">=" 1.3 || echo n/a)"
+row "6i" "(info) native resuming too (-r), same sink, conn/s" "$(withratio "$f.nativer" "$f.native" 0)" "–" "–" "–" "–" "–" "info"
+f=$S/cold
+row 7 "Cold start: spawn → exit of a fresh process making one upgraded, verified connection (EHLO, QUIT), system store = hashed dir (SSL_CERT_DIR), ms; $COLD_N spawns per sample" \
+    "$(cell "$f.native" 2 1000)" "$(shimcell withratio "$f.shim" "$f.native" 2 1000)" "–" "–" \
+    "$(shimcell ratio_cell "$f.shim" "$f.native")" "shim ÷ native ≤ 1.2" \
+    "$([ $HAVE_SHIM = 1 ] && verdict "$(ratio_med "$f.shim" "$f.native")" "<=" 1.2 || echo n/a)"
+row "7i" "(info) native loading the system store the usual way (SSL_CTX_set_default_verify_paths: parses the whole bundle), ms" \
+    "$(cell "$f.nativeB" 2 1000) ($(printf '%.2f' "$(ratio_med "$f.nativeB" "$f.native")")× native)" "–" "–" "–" "–" "–" "info"
+f=$S/true
+row 8 "/bin/true spawn → exit, µs (native column: no preload; shim column: LD_PRELOAD=$SHIM_LIB_REL); $TRUE_N spawns per sample" \
+    "$(cell "$f.none" 0)" "$(shimcell withratio "$f.shim" "$f.none" 0)" "–" "–" \
+    "$(shimcell ratio_cell "$f.shim" "$f.none")" "≤ 1.05" \
+    "$([ $HAVE_SHIM = 1 ] && verdict "$(ratio_med "$f.shim" "$f.none")" "<=" 1.05 || echo n/a)"
+row "8i" "(info) /bin/true with libssl preloaded: what loading OpenSSL eagerly would cost, µs" \
+    "$(withratio "$f.ssl" "$f.none" 0)" "–" "–" "–" "–" "–" "info"
+if [ -n "$IR_NOTE" ]; then
+    row 9 "Untracked fds: extra instructions per read/write call (callgrind, dd bs=64)" "$IR_NOTE" "$IR_NOTE" "–" "–" "–" "≤ 20" "n/a"
+else
+    IRB=$(awk -v a="$IR_N1" -v b="$IR_N2" 'BEGIN { printf "%.1f", (b - a) / 200000 }')
+    if [ $HAVE_SHIM = 1 ]; then
+        IRX=$(awk -v a="$IR_N1" -v b="$IR_N2" -v c="$IR_S1" -v d="$IR_S2" 'BEGIN { printf "%.1f", ((d - c) - (b - a)) / 200000 }')
+        IRF=$(awk -v a="$IR_N1" -v c="$IR_S1" 'BEGIN { printf "%.0f", c - a }')
+        IRS="+$IRX per call (fixed load cost: $IRF instructions)"
+    else IRS=$NO_SHIM; IRX=""; fi
+    row 9 "Untracked fds: extra instructions per read/write call (callgrind Ir, dd bs=64, slope between count=100000 and 200000 = 200,000 calls)" \
+        "$IRB per call (libc + kernel entry)" "$IRS" "–" "–" "–" "≤ 20 extra" "$(verdict "$IRX" "<=" 20)"
+fi
+f=$S/ddwall
+row 10 "Untracked fds: wall time of dd bs=64 count=$DD_COUNT, ms (3 runs per sample)" \
+    "$(cell "$f.none" 1 1000)" "$(shimcell withratio "$f.shim" "$f.none" 1 1000)" "–" "–" \
+    "$(shimcell ratio_cell "$f.shim" "$f.none")" "≤ 1.02" \
+    "$([ $HAVE_SHIM = 1 ] && verdict "$(ratio_med "$f.shim" "$f.none")" "<=" 1.02 || echo n/a)"
+perconn() { # "start warm end" -> KiB per connection after the first
+    [ -n "$1" ] || { echo "FAILED"; return; }
+    awk -v n="$IDLE_N" '{ printf "%.1f KiB (RSS %d → %d → %d KiB)", ($3 - $2) / n, $1, $2, $3 }' <<<"$1"
+}
+MEMV=""
+[ $HAVE_SHIM = 1 ] && [ -n "${MEM_SHIM:-}" ] && MEMV=$(awk -v n="$IDLE_N" '{ print ($3 - $2) / n }' <<<"$MEM_SHIM")
+row 11 "Memory: RSS growth per idle upgraded connection, $IDLE_N open at once in one process (after 1 warm-up connection; RSS before any → after warm-up → after all)" \
+    "$(perconn "${MEM_NATIVE:-}")" "$(shimcell perconn "${MEM_SHIM:-}")" "–" "$(perconn "${MEM_PLAIN:-}")" "–" "≤ 48 KiB" "$(verdict "$MEMV" "<=" 48)"
+growth() { [ -n "$1" ] || { echo "FAILED"; return; }; awk '{ printf "%+d KiB (%d → %d KiB)", $2 - $1, $1, $2 }' <<<"$1"; }
+ROWV=""
+[ $HAVE_SHIM = 1 ] && [ -n "${ROW_SHIM:-}" ] && ROWV=$(awk '{ print $2 - $1 }' <<<"$ROW_SHIM")
+row 12 "Memory: RSS growth from the 1,000th to the ${ROW_N}th connection in a row (ticket sink; native resumes)" \
+    "$(growth "${ROW_NATIVE:-}")" "$(shimcell growth "${ROW_SHIM:-}")" "–" "–" "–" "no growth (≤ 128 KiB over 9,000 connections)" "$(verdict "$ROWV" "<=" 128)"
+
+{
+    echo "# starttls-shim benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+    echo
+    echo "Machine: $(nproc) CPUs, $(uname -sr), $(openssl version | cut -d' ' -f1-2), stunnel $( [ $HAVE_STUNNEL = 1 ] && "$ST_BIN" -version 2>&1 | sed -n 's/^stunnel \([0-9.]*\).*/\1/p' | head -1 || echo -)."
+    echo "Command: \`make bench\` (tests/bench/bench.sh), BENCH_ROUNDS=$ROUNDS BENCH_SIZE_MIB=$SIZE_MIB BENCH_RATE_CONNS=$RATE_N; took $(($(date +%s) - START)) s."
+    echo "Cells: median [min–max] over $ROUNDS rounds, contenders alternating; (n×) = ratio of medians-of-pairs to native; \"shim ÷ native\" = median [min–max] of per-round ratios."
+    echo "Sink: TLS 1.3 only, TLS_AES_256_GCM_SHA384, X25519, RSA-2048 (every TLS run's sink log line is checked for these); native = hand-written OpenSSL client, shim = plain.c (no TLS code) under the shim, stunnel = plain.c → stunnel4 → sink, plain TCP = plain.c → plaintext sink."
+    echo
+    echo "| # | what is measured | native (the limit) | shim | stunnel | plain TCP | shim ÷ native | target (issue 5) | verdict |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "Verification is on for every contender (checked before the rounds):"
+    printf -- '- %s\n' "${VERIFY_NOTES[@]}"
+    [ $HAVE_SHIM = 1 ] || echo "- shim: $NO_SHIM; its rows are n/a."
+    echo
+    echo "Notes:"
+    echo "- native sets TCP_NODELAY right after the handshake in the dialogue rows (4-7): without it, against a sink that sends no session tickets, its EHLO waits for the delayed ACK of its Finished (~40 ms, ~22 conn/s). In bulk it sets it just before SSL_shutdown."
+    echo "- Cold start: both contenders get SSL_CERT_DIR = a temporary hashed directory (links to /etc/ssl/certs/*.pem plus the test CA, openssl rehash); SSL_CERT_FILE is left alone, so a client that also loads the default bundle parses it (row 7i shows that cost). The shim gets no STARTTLS_SHIM_CAFILE there."
+    echo "- Memory rows run once (not per round). Row 9 uses the slope between two dd sizes, so the one-time load/constructor cost is reported separately."
+    [ "$NFAIL" -gt 0 ] && echo "- $NFAIL run(s) FAILED; details in build/bench/run/errors.log."
+} >"$B/results.md"
+cat "$B/results.md"
+say "table written to ${B#"$TOP"/}/results.md ($(($(date +%s) - START)) s)"
+[ "$NFAIL" -eq 0 ]

@@ -41,11 +41,11 @@ connect(int fd, const struct sockaddr *sa, socklen_t len)
 	struct conn *c;
 	int rc;
 
-	shim_init();
-	if (libc.connect == NULL) {
+	if (!LIBC_READY(connect) || !LIBC_READY(getsockopt)) {
 		errno = ENOSYS;
 		return -1;
 	}
+	shim_init();
 	if (fd_is_owned(fd)) {
 		/* A second connect() on a socket we own: what the kernel says. */
 		return libc.connect(fd, sa, len);
@@ -53,6 +53,7 @@ connect(int fd, const struct sockaddr *sa, socklen_t len)
 	if ((rule = watched(fd, sa, len)) == NULL)
 		return libc.connect(fd, sa, len);
 
+	libc_init();	/* from here on the shim makes calls of its own */
 	if ((c = conn_new(rule, sa)) == NULL)
 		return -1;
 	if (config.error[0] != '\0') {

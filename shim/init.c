@@ -35,26 +35,19 @@ fork_child(void)
 static void
 init(void)
 {
-	libc_init();
 	/* AT_SECURE: setuid/setgid or capabilities; the environment is the
 	 * caller's, not to be trusted. */
 	config_load(getauxval(AT_SECURE) != 0);
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
+/* Nothing runs at load time: a process that never calls connect() pays only
+ * for the loader mapping this library.  The first connect() loads the
+ * settings (no OpenSSL: that waits for the first mail connection). */
 void
 shim_init(void)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 	pthread_once(&once, init);
-}
-
-/* Cheap on purpose: no OpenSSL here (it is loaded on the first mail
- * connection), only symbols and a few getenv()s.  connect() calls
- * shim_init() too, in case another library's constructor connects first. */
-__attribute__((constructor)) static void
-shim_ctor(void)
-{
-	shim_init();
 }

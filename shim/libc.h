@@ -56,12 +56,18 @@ struct libc_syms {
 
 extern struct libc_syms libc;
 
-/* Resolve every symbol.  Safe to call from any hook, any thread, any number
- * of times.  A missing mandatory symbol is logged; its hook then fails with
- * ENOSYS rather than calling NULL. */
+/* Resolve every symbol (before the shim drives a connection itself).  Safe
+ * to call from any hook, any thread, any number of times. */
 void libc_init(void);
 
-/* Make sure libc is resolved; the hot-path check is one load and a branch. */
-#define LIBC_READY(sym) (__builtin_expect(libc.sym != NULL, 1) || (libc_init(), libc.sym != NULL))
+/* The next definition of `name` after this library, or NULL (also when the
+ * loader would hand back our own hook: calling it would recurse). */
+void *libc_sym(const char *name);
+
+/* Make sure one symbol is resolved, lazily, so that a process pays only for
+ * the calls it makes; the hot-path check is one load and a branch.  A hook
+ * whose symbol is missing fails with ENOSYS rather than calling NULL. */
+#define LIBC_READY(sym) (__builtin_expect(libc.sym != NULL, 1) || \
+	(libc.sym = (__typeof__(libc.sym))libc_sym(#sym)) != NULL)
 
 #endif

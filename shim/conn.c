@@ -231,6 +231,7 @@ drive(struct conn *c, int fd)
 {
 	char err[256];
 	enum tls_rc rc;
+	size_t room;
 	ssize_t n;
 	char *w;
 
@@ -257,13 +258,12 @@ drive(struct conn *c, int fd)
 		case CS_DIALOGUE:
 			if (!judge_lines(c, fd))
 				break;
-			w = buf_space(&c->in, 512);
-			if (w == NULL) {
+			room = c->in.max - c->in.len < 4096 ? c->in.max - c->in.len : 4096;
+			if (room == 0 || (w = buf_space(&c->in, room)) == NULL) {
 				refuse(c, fd, "reply too long");
 				break;
 			}
-			n = libc.recv(fd, w, c->in.max - c->in.len < 4096 ? c->in.max - c->in.len : 4096,
-			    MSG_DONTWAIT);
+			n = libc.recv(fd, w, room, MSG_DONTWAIT);
 			if (n > 0)
 				c->in.len += n;
 			else if (n == 0)

@@ -61,7 +61,7 @@ imap_on_line(struct dlg *d, const char *line, size_t len, struct buf *cmd, char 
 		}
 		if (starts(line, len, "* BYE")) {
 			snprintf(why, whylen, "server greeting not OK (BYE)");
-			return DLG_NO_TLS;
+			return DLG_FAIL;
 		}
 		snprintf(why, whylen, "malformed greeting");
 		return DLG_FAIL;

@@ -36,7 +36,7 @@ pop3_on_line(struct dlg *d, const char *line, size_t len, struct buf *cmd, char 
 		d->greeted = 1;
 		if (err) {
 			snprintf(why, whylen, "server greeting not OK (-ERR)");
-			return DLG_NO_TLS;
+			return DLG_FAIL;
 		}
 		d->state = POP3_STLS;
 		buf_addstr(cmd, "STLS\r\n");

@@ -50,8 +50,11 @@ smtp_on_line(struct dlg *d, const char *line, size_t len, struct buf *cmd, char 
 	case SMTP_GREETING:
 		d->greeted = 1;
 		if (code != 220) {
+			/* A server that turns us away offers no session to
+			 * protect, and its text came in cleartext: refuse under
+			 * every policy rather than relay it. */
 			snprintf(why, whylen, "server greeting not OK (%d)", code);
-			return DLG_NO_TLS;
+			return DLG_FAIL;
 		}
 		d->state = SMTP_EHLO;
 		buf_printf(cmd, "EHLO %s\r\n", d->ehlo);

@@ -90,8 +90,8 @@ test_smtp(void)
 	memset(&d, 0, sizeof d);
 	proto_smtp.start(&d, "c");
 	r = feed(&proto_smtp, &d, "554 go away PRETLS");
-	CHECK(r.v == DLG_NO_TLS && strcmp(r.why, "server greeting not OK (554)") == 0 && !strstr(r.why, "PRETLS"),
-	    "554 greeting -> no TLS, no server text ('%s')", r.why);
+	CHECK(r.v == DLG_FAIL && strcmp(r.why, "server greeting not OK (554)") == 0 && !strstr(r.why, "PRETLS"),
+	    "554 greeting -> refused under every policy, no server text ('%s')", r.why);
 
 	/* Malformed lines. */
 	const char *bad[] = { "22", "2200 x", "220x", "abc", "620 x", "220\tx" };

@@ -63,7 +63,7 @@ imap_on_line(struct dlg *d, const char *line, size_t len, struct buf *cmd, char 
 			snprintf(why, whylen, "server greeting not OK (BYE)");
 			return DLG_FAIL;
 		}
-		snprintf(why, whylen, "malformed greeting");
+		snprintf(why, whylen, "malformed reply (greeting)");
 		return DLG_FAIL;
 	}
 

@@ -28,7 +28,7 @@ pop3_on_line(struct dlg *d, const char *line, size_t len, struct buf *cmd, char 
 	int ok = status_is(line, len, "+OK"), err = status_is(line, len, "-ERR");
 
 	if (!ok && !err) {
-		snprintf(why, whylen, d->state == POP3_GREETING ? "malformed greeting" :
+		snprintf(why, whylen, d->state == POP3_GREETING ? "malformed reply (greeting)" :
 		    "unexpected reply to STARTTLS");
 		return DLG_FAIL;
 	}

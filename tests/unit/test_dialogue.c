@@ -141,7 +141,7 @@ test_pop3(void)
 	memset(&d, 0, sizeof d);
 	proto_pop3.start(&d, NULL);
 	r = feed(&proto_pop3, &d, "* OK imap?");
-	CHECK(r.v == DLG_FAIL && strcmp(r.why, "malformed greeting") == 0, "IMAP greeting on POP3 -> fail");
+	CHECK(r.v == DLG_FAIL && strcmp(r.why, "malformed reply (greeting)") == 0, "IMAP greeting on POP3 -> fail");
 }
 
 static void

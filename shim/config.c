@@ -202,6 +202,12 @@ config_load(int secure)
 		else
 			snprintf(config.ehlo, sizeof config.ehlo, "%s", v);
 	}
+	if ((v = getenv("STARTTLS_SHIM_COALESCE")) != NULL) {
+		if (strcmp(v, "1") == 0 || strcmp(v, "yes") == 0)
+			config.coalesce = 1;
+		else if (strcmp(v, "0") != 0 && strcmp(v, "no") != 0)
+			set_error("STARTTLS_SHIM_COALESCE", "use yes or no");
+	}
 	if ((v = getenv("STARTTLS_SHIM_MODE")) != NULL && strcmp(v, "upgrade") != 0)
 		set_error("STARTTLS_SHIM_MODE", strcmp(v, "defer") == 0 ?
 		    "mode 'defer' is not implemented yet" : "unknown mode (use upgrade)");

@@ -30,6 +30,7 @@ struct config {
 	char cafile[4096];	/* empty: system trust store only */
 	int timeout_ms;		/* whole upgrade, connect to first program byte */
 	char ehlo[256];		/* name sent in our EHLO */
+	int coalesce;		/* hold small writes to fill whole TLS records */
 	char error[256];	/* non-empty: a setting was bad; refuse mail ports */
 };
 

@@ -62,6 +62,7 @@ conn_new(const struct port_rule *rule, const struct sockaddr *sa)
 	buf_init(&c->out, 1024);
 	buf_init(&c->raw, rule->proto->max_line * rule->proto->max_lines);
 	buf_init(&c->give, 2048);
+	buf_init(&c->pend, PEND_MAX);
 	names_lookup(sa, c->host, sizeof c->host);
 	c->proto->start(&c->dlg, config.ehlo);
 	c->deadline = now_ms() + config.timeout_ms;
@@ -92,6 +93,7 @@ conn_put(struct conn *c)
 	buf_free(&c->out);
 	buf_free(&c->raw);
 	buf_free(&c->give);
+	buf_free(&c->pend);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -383,6 +385,8 @@ conn_start(struct conn *c, int fd, int connect_rc)
 	return r;
 }
 
+static int flush_pend(struct conn *c, int fd, int flags);
+
 /* Hand over bytes from c->give. */
 static size_t
 take_give(struct conn *c, void *buf, size_t len, int flags)
@@ -412,6 +416,11 @@ conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags)
 	}
 	if (c->give.len > 0) {
 		r = take_give(c, buf, len, flags);
+		goto out;
+	}
+	/* The program is about to wait for the peer: nothing may stay held. */
+	if (c->pend.len > 0 && flush_pend(c, fd, flags) != 0 && errno != EAGAIN) {
+		r = -1;
 		goto out;
 	}
 	switch (c->state) {
@@ -488,11 +497,84 @@ sigpipe(int flags)
 		pthread_kill(pthread_self(), SIGPIPE);
 }
 
-ssize_t
-conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
+/* Write buf through TLS, record by record, waiting when the caller may
+ * block.  Returns the bytes written (possibly fewer than len on a
+ * non-blocking socket), or -1 with errno.  Lock held. */
+static ssize_t
+tls_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
 {
 	size_t done = 0, n;
 	enum tls_rc rc;
+
+	while (done < len) {
+		c->tls_ops->set_fd(c->tls, fd);
+		rc = c->tls_ops->write(c->tls, (const char *)buf + done, len - done, &n);
+		if (rc == TLS_OK) {
+			done += n;
+			c->wr_wants_read = 0;
+			continue;
+		}
+		if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
+			c->wr_wants_read = rc == TLS_WANT_READ;
+			if (nonblocking(fd, flags)) {
+				if (done > 0)
+					break;
+				errno = EAGAIN;
+				return -1;
+			}
+			if (wait_fd(c, fd, rc == TLS_WANT_READ ? POLLIN : POLLOUT, -1) < 0)
+				return done > 0 ? (ssize_t)done : -1;
+			if (c->state != CS_READY) {	/* closed by another thread */
+				errno = EBADF;
+				return done > 0 ? (ssize_t)done : -1;
+			}
+			continue;
+		}
+		if (done > 0)
+			break;
+		if (rc == TLS_SYSERR && errno == EPIPE)
+			sigpipe(flags);
+		else if (rc != TLS_SYSERR)
+			errno = rc == TLS_CLOSED ? EPIPE : ECONNRESET;
+		return -1;
+	}
+	return (ssize_t)done;
+}
+
+/* Send the bytes held back in c->pend.  Returns 0 when none is left, -1
+ * (EAGAIN on a non-blocking socket) otherwise.  Lock held. */
+static int
+flush_pend(struct conn *c, int fd, int flags)
+{
+	ssize_t n;
+
+	while (c->pend.len > 0 && c->state == CS_READY) {
+		n = tls_send(c, fd, buf_head(&c->pend), c->pend.len, flags & ~MSG_MORE);
+		if (n < 0)
+			return -1;
+		buf_consume(&c->pend, (size_t)n);
+	}
+	if (c->pend.len == 0)
+		buf_free(&c->pend);
+	return c->pend.len == 0 ? 0 : -1;
+}
+
+/* Hold small writes back to fill whole records: asked by MSG_MORE or
+ * TCP_CORK, or for every write in coalescing mode.  Whatever is held is
+ * sent before the program can wait for the peer (read, poll, select, epoll,
+ * shutdown, close, fork, exit). */
+static int
+holding(const struct conn *c, size_t len, int flags)
+{
+	if (flags & MSG_MORE || c->corked)
+		return 1;
+	return config.coalesce && len < PEND_MAX;
+}
+
+ssize_t
+conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
+{
+	size_t done = 0, take;
 	ssize_t r;
 
 	pthread_mutex_lock(&c->lock);
@@ -520,47 +602,49 @@ conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
 		r = -1;
 		goto out;
 	}
-	while (done < len) {
-		c->tls_ops->set_fd(c->tls, fd);
-		rc = c->tls_ops->write(c->tls, (const char *)buf + done, len - done, &n);
-		if (rc == TLS_OK) {
-			done += n;
-			c->wr_wants_read = 0;
-			continue;
+	if (holding(c, len, flags)) {
+		while (done < len) {
+			if (c->pend.len == PEND_MAX && flush_pend(c, fd, flags) != 0)
+				break;
+			take = PEND_MAX - c->pend.len < len - done ? PEND_MAX - c->pend.len : len - done;
+			if (buf_add(&c->pend, (const char *)buf + done, take) != 0) {
+				errno = ENOMEM;
+				break;
+			}
+			done += take;
 		}
-		if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
-			c->wr_wants_read = rc == TLS_WANT_READ;
-			if (nonblocking(fd, flags)) {
-				if (done > 0)
-					break;
-				errno = EAGAIN;
-				r = -1;
-				goto out;
-			}
-			if (wait_fd(c, fd, rc == TLS_WANT_READ ? POLLIN : POLLOUT, -1) < 0) {
-				if (done > 0)
-					break;
-				r = -1;
-				goto out;
-			}
-			if (c->state != CS_READY) {
-				errno = EBADF;
-				r = done > 0 ? (ssize_t)done : -1;
-				goto out;
-			}
-			continue;
-		}
-		if (done > 0)
-			break;
-		if (rc == TLS_SYSERR && errno == EPIPE)
-			sigpipe(flags);
-		else if (rc != TLS_SYSERR)
-			errno = rc == TLS_CLOSED ? EPIPE : ECONNRESET;
+		r = done > 0 ? (ssize_t)done : -1;
+		goto out;
+	}
+	/* Bytes held earlier go first. */
+	if (c->pend.len > 0 && flush_pend(c, fd, flags) != 0) {
 		r = -1;
 		goto out;
 	}
-	r = (ssize_t)done;
+	r = tls_send(c, fd, buf, len, flags);
 out:
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+void
+conn_flush(struct conn *c, int fd)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->pend.len > 0 && c->state == CS_READY)
+		(void)flush_pend(c, fd, 0);
+	pthread_mutex_unlock(&c->lock);
+}
+
+int
+conn_set_cork(struct conn *c, int fd, int on)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&c->lock);
+	c->corked = on;
+	if (!on && c->pend.len > 0 && c->state == CS_READY)
+		r = flush_pend(c, fd, 0);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -600,6 +684,8 @@ conn_poll_before(struct conn *c, int fd, short events, short *kevents)
 	*kevents = events;
 	if (c->state == CS_READY && c->wr_wants_read && (events & OUT_EVENTS))
 		*kevents |= POLLIN;
+	if (c->pend.len > 0 && flush_pend(c, fd, MSG_DONTWAIT) != 0)
+		*kevents |= c->wr_wants_read ? POLLIN : POLLOUT;	/* keep flushing */
 	pthread_mutex_unlock(&c->lock);
 	return now;
 }
@@ -630,6 +716,8 @@ conn_poll_after(struct conn *c, int fd, short events, short krevents)
 		r = krevents | known_events(c, events);
 		break;
 	case CS_READY:
+		if (c->pend.len > 0 && (krevents & (POLLOUT | POLLIN)))
+			(void)flush_pend(c, fd, MSG_DONTWAIT);
 		r = known_events(c, events);
 		r |= krevents & (POLLERR | POLLHUP | POLLNVAL);
 		if (krevents & OUT_EVENTS & events)
@@ -678,7 +766,7 @@ send_close_notify(struct conn *c, int fd)
 
 	/* Without NODELAY the close_notify can sit ~40 ms behind a delayed
 	 * ACK; set it only now so that small writes before were coalesced. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	c->tls_ops->set_fd(c->tls, fd);
 	c->tls_ops->close_notify(c->tls);
 	c->shut_wr = 1;
@@ -689,6 +777,8 @@ conn_close_fd(struct conn *c, int fd, int last)
 {
 	pthread_mutex_lock(&c->lock);
 	if (last) {
+		if (c->pend.len > 0 && c->state == CS_READY)
+			(void)flush_pend(c, fd, 0);
 		if (c->state == CS_READY && !c->shut_wr && !c->forked)
 			send_close_notify(c, fd);
 		release_tls(c);
@@ -705,6 +795,8 @@ conn_shutdown(struct conn *c, int fd, int how)
 		pthread_mutex_unlock(&c->lock);
 		return 0;
 	}
+	if (c->pend.len > 0 && c->state == CS_READY && how != SHUT_RD)
+		(void)flush_pend(c, fd, 0);
 	if (c->state == CS_READY && (how == SHUT_WR || how == SHUT_RDWR) && !c->shut_wr)
 		send_close_notify(c, fd);
 	pthread_mutex_unlock(&c->lock);

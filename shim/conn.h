@@ -37,6 +37,8 @@ enum conn_state {
 struct tls_conn;
 struct tls_ops;
 
+#define PEND_MAX 16384	/* one full TLS record of plaintext */
+
 struct conn {
 	pthread_mutex_t lock;
 	int refs;			/* atomic: fds + calls in flight */
@@ -49,6 +51,8 @@ struct conn {
 	struct buf out;			/* our command, not yet sent */
 	struct buf raw;			/* the server's greeting, verbatim (for `may`) */
 	struct buf give;		/* handed to the program before anything else */
+	struct buf pend;		/* program bytes held back to fill a record */
+	int corked;			/* the program set TCP_CORK */
 	const struct tls_ops *tls_ops;
 	struct tls_conn *tls;
 	long long deadline;		/* CLOCK_MONOTONIC ms; the upgrade fails after it */
@@ -76,6 +80,11 @@ void conn_refuse_now(struct conn *c, const char *reason);
  * hold MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL. */
 ssize_t conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags);
 ssize_t conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags);
+
+/* Send what is held back (bounded by the socket; used at fork and exit). */
+void conn_flush(struct conn *c, int fd);
+/* setsockopt(TCP_CORK): hold writes while on; uncorking sends them. */
+int conn_set_cork(struct conn *c, int fd, int on);
 
 /* poll support.  Before the kernel wait: returns the events true right now
  * (data held by us or OpenSSL, a refusal to read) and sets *kevents to what

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -190,6 +192,28 @@ shutdown(int fd, int how)
 		return libc.shutdown(fd, how);
 	r = conn_shutdown(c, fd, how);
 	conn_put(c);
+	return r;
+}
+
+/* TCP_CORK on one of ours: hold writes back in whole records until it is
+ * lifted, as the kernel does for a plain socket. */
+int
+setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	struct conn *c;
+	int r;
+
+	if (!LIBC_READY(setsockopt)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (level != IPPROTO_TCP || name != TCP_CORK || !fd_is_owned(fd))
+		return libc.setsockopt(fd, level, name, val, len);
+	r = libc.setsockopt(fd, level, name, val, len);
+	if (r == 0 && val != NULL && len >= sizeof(int) && (c = table_get(fd)) != NULL) {
+		conn_set_cork(c, fd, *(const int *)val != 0);
+		conn_put(c);
+	}
 	return r;
 }
 

@@ -7,15 +7,29 @@
 #include "table.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <sys/auxv.h>
 
-static void mark_parent(struct conn *c) { conn_mark_forked(c, 0); }
-static void mark_child(struct conn *c) { conn_mark_forked(c, 1); }
+static void mark_parent(int fd, struct conn *c) { (void)fd; conn_mark_forked(c, 0); }
+static void mark_child(int fd, struct conn *c) { (void)fd; conn_mark_forked(c, 1); }
 
+static void flush_one(int fd, struct conn *c) { conn_flush(c, fd); }
+
+/* Bytes held back to fill a record must leave before fork() (two
+ * processes would each send them) and before exit(). */
 static void
 fork_prepare(void)
 {
 	table_lock();
+	table_each(flush_one);
+}
+
+static void
+flush_at_exit(void)
+{
+	table_lock();
+	table_each(flush_one);
+	table_unlock();
 }
 
 static void
@@ -39,6 +53,7 @@ init(void)
 	 * caller's, not to be trusted. */
 	config_load(getauxval(AT_SECURE) != 0);
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	atexit(flush_at_exit);
 }
 
 /* Nothing runs at load time: a process that never calls connect() pays only

@@ -38,6 +38,8 @@ usage(FILE *f)
 "  --timeout S    seconds allowed for the whole upgrade (default %d)\n"
 "  --ehlo NAME    name for the shim's EHLO (default: this host's name)\n"
 "  --log DEST     stderr (default), syslog, or a file to append to\n"
+"  --coalesce     hold small writes back to fill whole TLS records (flushed\n"
+"                 whenever the program waits, closes, forks or exits)\n"
 "  -v             log each upgraded connection; twice: debug\n"
 "  -h, --help     this text\n"
 "  --version      the version\n"
@@ -126,6 +128,7 @@ main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 't' },
 		{ "ehlo", required_argument, NULL, 'e' },
 		{ "log", required_argument, NULL, 'l' },
+		{ "coalesce", no_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -164,6 +167,9 @@ main(int argc, char **argv)
 			break;
 		case 'l':
 			setenv("STARTTLS_SHIM_LOG", optarg, 1);
+			break;
+		case 'C':
+			setenv("STARTTLS_SHIM_COALESCE", "yes", 1);
 			break;
 		case 'v':
 			verbose++;

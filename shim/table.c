@@ -109,10 +109,10 @@ table_remove(int fd, int *last)
 }
 
 void
-table_each(void (*fn)(struct conn *))
+table_each(void (*fn)(int fd, struct conn *))
 {
 	struct fdent *e, *tmp;
 
 	HASH_ITER(hh, entries, e, tmp)
-		fn(e->c);
+		fn(e->fd, e->c);
 }

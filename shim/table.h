@@ -32,8 +32,9 @@ struct conn *table_get(int fd);
 /* Unmap fd.  Returns its connection (the table's reference passes to the
  * caller) and sets *last when no other fd maps to it; NULL if not ours. */
 struct conn *table_remove(int fd, int *last);
-/* Call fn on every connection (fork handlers), under the table lock. */
-void table_each(void (*fn)(struct conn *));
+/* Call fn on every fd and its connection; the caller holds the table lock
+ * (fork handlers, exit). */
+void table_each(void (*fn)(int fd, struct conn *));
 void table_lock(void);
 void table_unlock(void);
 

@@ -44,7 +44,7 @@ upgrading(const struct conn *c)
 }
 
 struct conn *
-conn_new(const struct port_rule *rule, const struct sockaddr *sa)
+conn_new(const struct port_rule *rule, const struct sockaddr *sa, socklen_t salen)
 {
 	struct conn *c = calloc(1, sizeof *c);
 
@@ -64,6 +64,8 @@ conn_new(const struct port_rule *rule, const struct sockaddr *sa)
 	buf_init(&c->give, 2048);
 	buf_init(&c->pend, PEND_MAX);
 	names_lookup(sa, c->host, sizeof c->host);
+	c->peerlen = salen < sizeof c->peer ? salen : sizeof c->peer;
+	memcpy(&c->peer, sa, c->peerlen);
 	c->proto->start(&c->dlg, config.ehlo);
 	c->deadline = now_ms() + config.timeout_ms;
 	return c;
@@ -801,6 +803,21 @@ conn_shutdown(struct conn *c, int fd, int how)
 		send_close_notify(c, fd);
 	pthread_mutex_unlock(&c->lock);
 	return libc.shutdown(fd, how);
+}
+
+int
+conn_peer(struct conn *c, struct sockaddr *sa, socklen_t *len)
+{
+	int answered = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->state == CS_REFUSED) {
+		memcpy(sa, &c->peer, *len < c->peerlen ? *len : c->peerlen);
+		*len = c->peerlen;
+		answered = 1;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return answered;
 }
 
 int

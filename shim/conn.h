@@ -60,11 +60,13 @@ struct conn {
 	int forked;			/* another process may share the session */
 	int shut_wr;			/* close_notify sent */
 	unsigned short port;
+	struct sockaddr_storage peer;	/* what the program connected to */
+	socklen_t peerlen;
 	char host[256];			/* the name the program resolved, or the address */
 };
 
 /* Set up a connection for a watched port.  NULL with errno=ENOMEM. */
-struct conn *conn_new(const struct port_rule *rule, const struct sockaddr *sa);
+struct conn *conn_new(const struct port_rule *rule, const struct sockaddr *sa, socklen_t salen);
 void conn_ref(struct conn *c);
 /* Drop a reference; the last one frees the connection. */
 void conn_put(struct conn *c);
@@ -99,6 +101,9 @@ long long conn_deadline(struct conn *c);
 void conn_close_fd(struct conn *c, int fd, int last);
 /* shutdown(2) on a connection. */
 int conn_shutdown(struct conn *c, int fd, int how);
+/* getpeername() for a refused connection (its TCP is already shut):
+ * 1 and the address the program connected to, else 0. */
+int conn_peer(struct conn *c, struct sockaddr *sa, socklen_t *len);
 /* getsockopt(SO_ERROR): 1 and *err filled when the shim answers. */
 int conn_so_error(struct conn *c, int fd, int *err);
 /* fork() happened: nobody may send close_notify on close any more.  In the

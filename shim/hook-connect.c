@@ -54,7 +54,7 @@ connect(int fd, const struct sockaddr *sa, socklen_t len)
 		return libc.connect(fd, sa, len);
 
 	libc_init();	/* from here on the shim makes calls of its own */
-	if ((c = conn_new(rule, sa)) == NULL)
+	if ((c = conn_new(rule, sa, len)) == NULL)
 		return -1;
 	if (config.error[0] != '\0') {
 		/* A bad setting: fail closed, and do not even connect. */

@@ -195,6 +195,25 @@ shutdown(int fd, int how)
 	return r;
 }
 
+/* A refused connection is shut down underneath the program, which may still
+ * ask whom it was talking to (curl does, to print the refusal). */
+int
+getpeername(int fd, struct sockaddr *sa, socklen_t *len)
+{
+	struct conn *c;
+	int answered;
+
+	if (!LIBC_READY(getpeername)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd) || sa == NULL || len == NULL || (c = table_get(fd)) == NULL)
+		return libc.getpeername(fd, sa, len);
+	answered = conn_peer(c, sa, len);
+	conn_put(c);
+	return answered ? 0 : libc.getpeername(fd, sa, len);
+}
+
 /* TCP_CORK on one of ours: hold writes back in whole records until it is
  * lifted, as the kernel does for a plain socket. */
 int

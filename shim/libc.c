@@ -51,6 +51,7 @@ resolve(void)
 	SYM(dup3);
 	SYM(fcntl);
 	SYM(getsockopt);
+	SYM(getpeername);
 	SYM(setsockopt);
 	SYM(poll);
 	SYM(ppoll);

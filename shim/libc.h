@@ -39,6 +39,7 @@ struct libc_syms {
 	int (*dup3)(int, int, int);
 	int (*fcntl)(int, int, ...);
 	int (*getsockopt)(int, int, int, void *, socklen_t *);
+	int (*getpeername)(int, struct sockaddr *, socklen_t *);
 	int (*setsockopt)(int, int, int, const void *, socklen_t);
 	int (*poll)(struct pollfd *, nfds_t, int);
 	int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);

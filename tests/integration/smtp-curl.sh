@@ -37,33 +37,25 @@ fi
 
 # 2. With the shim's wrapper.
 if ! have_shim; then
-    for c in curl-25-shim-delivered curl-25-shim-tls curl-587-shim-auth-delivered curl-587-shim-auth-tls \
-             curl-25-preload-256k-delivered curl-25-preload-256k-tls; do case_skip $c "$SHIM_MISSING"; done
+    for c in curl-25-shim-delivered curl-25-shim-esmtps curl-587-shim-auth-delivered curl-587-shim-auth-esmtpsa \
+             curl-25-preload-256k-delivered curl-25-preload-256k-esmtps; do case_skip $c "$SHIM_MISSING"; done
 else
     RUN=(sts_shim STARTTLS_SHIM_LOG="$W/shim25.log" --)
     sts_message "$W/shim25.eml" "SHIM25-$$"
-    send_curl "$W/shim25.out" 25 "$W/shim25.eml"; rc=$?
-    [ $rc -eq 0 ] || { case_fail curl-25-shim-run "curl rc=$rc: $(tail -3 "$W/shim25.out" | tr '\n' '|')"; sts_dump "$W/shim25.out" "$W/shim25.log"; }
-    if sts_check_delivered curl-25-shim-delivered "$W/shim25.eml" "SHIM25-$$"; then
-        sts_check_tls curl-25-shim-tls "$STS_DELIVERED" ESMTPS
-    fi
+    send_curl "$W/shim25.out" 25 "$W/shim25.eml"
+    sts_sent_check curl-25-shim $? "$W/shim25.out" "$W/shim25.eml" "SHIM25-$$" ESMTPS || sts_dump "$W/shim25.log"
 
     RUN=(sts_shim STARTTLS_SHIM_LOG="$W/shim587.log" --)
     sts_message "$W/shim587.eml" "SHIM587-$$"
-    send_curl "$W/shim587.out" 587 "$W/shim587.eml" --user "$STS_USER:$STS_PASS"; rc=$?
-    [ $rc -eq 0 ] || { case_fail curl-587-shim-run "curl rc=$rc: $(tail -3 "$W/shim587.out" | tr '\n' '|')"; sts_dump "$W/shim587.out" "$W/shim587.log"; }
-    if sts_check_delivered curl-587-shim-auth-delivered "$W/shim587.eml" "SHIM587-$$"; then
-        sts_check_tls curl-587-shim-auth-tls "$STS_DELIVERED" ESMTPSA
-    fi
+    send_curl "$W/shim587.out" 587 "$W/shim587.eml" --user "$STS_USER:$STS_PASS"
+    sts_sent_check curl-587-shim-auth $? "$W/shim587.out" "$W/shim587.eml" "SHIM587-$$" ESMTPSA ||
+        sts_dump "$W/shim587.log"
 
     # 3. Raw LD_PRELOAD form, a 256 KiB message (many TLS records each way).
     RUN=(sts_preload STARTTLS_SHIM_LOG="$W/preload.log")
     sts_message "$W/big.eml" "PRELOAD-$$" 256
-    send_curl "$W/big.out" 25 "$W/big.eml"; rc=$?
-    [ $rc -eq 0 ] || { case_fail curl-25-preload-run "curl rc=$rc: $(tail -3 "$W/big.out" | tr '\n' '|')"; sts_dump "$W/big.out" "$W/preload.log"; }
-    if sts_check_delivered curl-25-preload-256k-delivered "$W/big.eml" "PRELOAD-$$"; then
-        sts_check_tls curl-25-preload-256k-tls "$STS_DELIVERED" ESMTPS
-    fi
+    send_curl "$W/big.out" 25 "$W/big.eml"
+    sts_sent_check curl-25-preload-256k $? "$W/big.out" "$W/big.eml" "PRELOAD-$$" ESMTPS || sts_dump "$W/preload.log"
 fi
 
 # 4. The refused messages never arrived. Postfix refused them before a queue

@@ -44,30 +44,26 @@ else
 fi
 
 if ! have_shim; then
-    for c in smtplib-25-shim-delivered smtplib-25-shim-tls smtplib-587-shim-login-delivered \
-             smtplib-587-shim-login-tls smtplib-587-preload-login-delivered smtplib-587-preload-login-tls; do
+    for c in smtplib-25-shim-delivered smtplib-25-shim-esmtps smtplib-587-shim-login-delivered \
+             smtplib-587-shim-login-esmtpsa smtplib-587-preload-login-delivered smtplib-587-preload-login-esmtpsa; do
         case_skip $c "$SHIM_MISSING"
     done
 else
     RUN=(sts_shim STARTTLS_SHIM_LOG="$W/s25.log" --)
     sts_message "$W/s25.eml" "SHIM25-$$"
-    send "$W/s25.out" 25 "$W/s25.eml" || { case_fail smtplib-25-shim-run "$(cat "$W/s25.out")"; sts_dump "$W/s25.log"; }
-    sts_check_delivered smtplib-25-shim-delivered "$W/s25.eml" "SHIM25-$$" &&
-        sts_check_tls smtplib-25-shim-tls "$STS_DELIVERED" ESMTPS
+    send "$W/s25.out" 25 "$W/s25.eml"
+    sts_sent_check smtplib-25-shim $? "$W/s25.out" "$W/s25.eml" "SHIM25-$$" ESMTPS || sts_dump "$W/s25.log"
 
     RUN=(sts_shim STARTTLS_SHIM_LOG="$W/s587.log" --)
     sts_message "$W/s587.eml" "SHIM587-$$" 64
-    send "$W/s587.out" 587 "$W/s587.eml" "$STS_USER" "$STS_PASS" ||
-        { case_fail smtplib-587-shim-run "$(cat "$W/s587.out")"; sts_dump "$W/s587.log"; }
-    sts_check_delivered smtplib-587-shim-login-delivered "$W/s587.eml" "SHIM587-$$" &&
-        sts_check_tls smtplib-587-shim-login-tls "$STS_DELIVERED" ESMTPSA
+    send "$W/s587.out" 587 "$W/s587.eml" "$STS_USER" "$STS_PASS"
+    sts_sent_check smtplib-587-shim-login $? "$W/s587.out" "$W/s587.eml" "SHIM587-$$" ESMTPSA || sts_dump "$W/s587.log"
 
     RUN=(sts_preload STARTTLS_SHIM_LOG="$W/pre.log")
     sts_message "$W/pre.eml" "PRELOAD587-$$"
-    send "$W/pre.out" 587 "$W/pre.eml" "$STS_USER" "$STS_PASS" ||
-        { case_fail smtplib-587-preload-run "$(cat "$W/pre.out")"; sts_dump "$W/pre.log"; }
-    sts_check_delivered smtplib-587-preload-login-delivered "$W/pre.eml" "PRELOAD587-$$" &&
-        sts_check_tls smtplib-587-preload-login-tls "$STS_DELIVERED" ESMTPSA
+    send "$W/pre.out" 587 "$W/pre.eml" "$STS_USER" "$STS_PASS"
+    sts_sent_check smtplib-587-preload-login $? "$W/pre.out" "$W/pre.eml" "PRELOAD587-$$" ESMTPSA ||
+        sts_dump "$W/pre.log"
 fi
 
 [ -n "$(sts_find_delivered "SHIM25-$$")" ] || sts_wait_absent 2 "REFUSED25-$$" "REFUSED587-$$"

@@ -36,25 +36,20 @@ else
 fi
 
 if ! have_shim; then
-    for c in swaks-587-auth-shim-delivered swaks-587-auth-shim-tls swaks-25-shim-delivered swaks-25-shim-tls; do
+    for c in swaks-587-auth-shim-delivered swaks-587-auth-shim-esmtpsa swaks-25-shim-delivered swaks-25-shim-esmtps; do
         case_skip $c "$SHIM_MISSING"
     done
 else
     RUN=(sts_shim STARTTLS_SHIM_LOG="$W/shim587.log" --)
     swaks_msg "$W/shim587" "SHIM587-$$"
-    swaks_run "$W/shim587.out" 587 "$W/shim587.data" "${AUTH[@]}"; rc=$?
-    [ $rc -eq 0 ] || { case_fail swaks-587-shim-run "swaks rc=$rc: $(tail -4 "$W/shim587.out" | tr '\n' '|')"; sts_dump "$W/shim587.log"; }
-    if sts_check_delivered swaks-587-auth-shim-delivered "$W/shim587.eml" "SHIM587-$$"; then
-        sts_check_tls swaks-587-auth-shim-tls "$STS_DELIVERED" ESMTPSA
-    fi
+    swaks_run "$W/shim587.out" 587 "$W/shim587.data" "${AUTH[@]}"
+    sts_sent_check swaks-587-auth-shim $? "$W/shim587.out" "$W/shim587.eml" "SHIM587-$$" ESMTPSA ||
+        sts_dump "$W/shim587.log"
 
     RUN=(sts_shim STARTTLS_SHIM_LOG="$W/shim25.log" --policy verify --)
     swaks_msg "$W/shim25" "SHIM25-$$"
-    swaks_run "$W/shim25.out" 25 "$W/shim25.data"; rc=$?
-    [ $rc -eq 0 ] || { case_fail swaks-25-shim-run "swaks rc=$rc: $(tail -4 "$W/shim25.out" | tr '\n' '|')"; sts_dump "$W/shim25.log"; }
-    if sts_check_delivered swaks-25-shim-delivered "$W/shim25.eml" "SHIM25-$$"; then
-        sts_check_tls swaks-25-shim-tls "$STS_DELIVERED" ESMTPS
-    fi
+    swaks_run "$W/shim25.out" 25 "$W/shim25.data"
+    sts_sent_check swaks-25-shim $? "$W/shim25.out" "$W/shim25.eml" "SHIM25-$$" ESMTPS || sts_dump "$W/shim25.log"
 fi
 
 [ -n "$(sts_find_delivered "SHIM25-$$")" ] || sts_wait_absent 2 "REFUSED25-$$" "REFUSED587-$$"

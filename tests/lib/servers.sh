@@ -20,9 +20,15 @@
 # (127.0.0.2) from source 127.0.0.1: Dovecot 2.3 counts client-ip == server-ip
 # as secure, so the two addresses must differ for the refusals to be real.
 #
-# Case helpers for test files that print one line per case:
-#   case_pass NAME | case_fail NAME WHY | case_skip NAME WHY ; sts_finish
-# (sts_finish exits 1 when any case failed, else 0).
+# Helpers: sts_exec / sts_shim / sts_preload (run a client), sts_message (make a
+# message), sts_seed (deliver one with a genuine TLS client), sts_wait_delivered,
+# sts_check_delivered, sts_compare_fetched, sts_check_tls (Received header says
+# ESMTPS/ESMTPSA/ESMTP), sts_wait_log; case_pass NAME | case_fail NAME WHY |
+# case_skip NAME WHY for files that print one line per case, then sts_finish
+# (exits 1 when any case failed, else 0).
+# Knobs: STS_WAIT (s, servers / delivery, default 20), STS_TIMEOUT (s per client
+# run, default 40), STS_DUMP_LOGS=1 (server logs to stderr at stop, always done
+# after a failed case), STS_KEEP=1 (keep the temp dir).
 
 STS_SERVERS_DIR="$TOP/tests/servers"
 STS_WAIT=${STS_WAIT:-20}          # seconds to wait for the servers / a delivery
@@ -32,16 +38,18 @@ STS_FAILED=0
 # ---------------------------------------------------------------- cases
 case_pass() { echo "PASS $1"; }
 case_skip() { echo "SKIP $1: $2"; }
-case_fail() {
-    echo "FAIL $1: $2"
-    echo "FAIL $1: $2" >&2
+case_fail() { # one line each, however long or multi-line WHY is
+    local why
+    why=$(printf '%s' "$2" | tr '\r\n' '||' | cut -c1-400)
+    echo "FAIL $1: $why"
+    echo "FAIL $1: $why" >&2
     STS_FAILED=1
 }
 sts_finish() { [ "$STS_FAILED" -eq 0 ] && exit 0; exit 1; }
 
 # have_shim: true when the library and wrapper are built.
 have_shim() { [ -f "$SHIM_LIB" ] && [ -x "$SHIM_BIN" ]; }
-SHIM_MISSING="build/libstarttls-shim.so not built"
+export SHIM_MISSING="build/libstarttls-shim.so not built"
 
 # ---------------------------------------------------------------- running clients
 # sts_exec CMD...: run CMD inside the namespace, bounded by STS_TIMEOUT.
@@ -211,6 +219,20 @@ sts_check_tls() {
     case_pass "$1"
 }
 
+# sts_sent_check NAME RC OUT SENT MARKER PROTO: the cases NAME-delivered and
+# NAME-<proto> (e.g. NAME-esmtps) for one client run that exited RC (its output in OUT): delivered
+# byte for byte, and Received says PROTO (see sts_check_tls). When the client
+# failed, one FAIL NAME-delivered with its last lines (no waiting).
+sts_sent_check() {
+    if [ "$2" -ne 0 ]; then
+        case_fail "$1-delivered" "client exited $2: $(grep -v '^[<>*} {] \|^ *[~<>-]' "$3" | tail -3)"
+        sts_dump "$3"
+        return 1
+    fi
+    sts_check_delivered "$1-delivered" "$4" "$5" &&
+        sts_check_tls "$1-$(echo "$6" | tr '[:upper:]' '[:lower:]')" "$STS_DELIVERED" "$6"
+}
+
 # sts_seed MARKER FILE: deliver a message with a genuine TLS client (Python
 # smtplib with starttls() and the test CA, port 25, no shim) and wait for it.
 # For tests of reading mail that must not depend on the shim's SMTP side.
@@ -229,6 +251,22 @@ PY
 # ---------------------------------------------------------------- logs
 # sts_postfix_tls_line: the last "TLS connection established" line of Postfix.
 sts_postfix_tls_line() { grep -h 'TLS connection established' "$STS_POSTFIX_LOG" 2>/dev/null | tail -1; }
+
+# sts_log_mark FILE: the number of lines FILE has now (for sts_wait_log).
+sts_log_mark() { if [ -f "$1" ]; then wc -l < "$1"; else echo 0; fi; }
+
+# sts_wait_log FILE MARK REGEX: wait (bounded by STS_WAIT) for a line matching
+# the extended REGEX after line MARK of FILE (server logs are written
+# asynchronously); print the first such line. Returns 1 on timeout.
+sts_wait_log() {
+    local end=$(( $(date +%s) + STS_WAIT )) l
+    while :; do
+        l=$(tail -n +"$(( $2 + 1 ))" "$1" 2>/dev/null | grep -E -m1 -- "$3")
+        [ -n "$l" ] && { echo "$l"; return 0; }
+        [ "$(date +%s)" -ge "$end" ] && return 1
+        sleep 0.1
+    done
+}
 
 # sts_dump FILE...: copy files to stderr (the runner keeps stderr in build/test-logs).
 sts_dump() {
@@ -259,11 +297,11 @@ _sts_on_exit() {
 
 _sts_install_trap() {
     _STS_PREV_EXIT=
-    local prev
+    local prev words
     prev=$(trap -p EXIT)
     if [ -n "$prev" ]; then
-        eval "set -- $prev"   # trap -- 'CMD' EXIT
-        _STS_PREV_EXIT=$3
+        eval "words=(${prev})"   # trap -- 'CMD' EXIT
+        _STS_PREV_EXIT=${words[2]}
     fi
     trap _sts_on_exit EXIT
     trap 'exit 130' INT
@@ -284,14 +322,14 @@ servers_start() {
     need_pkgs postfix dovecot-core dovecot-imapd dovecot-pop3d swaks curl tcpdump python3 iproute2
     local p
 
+    _sts_install_trap    # first: an interrupt from here on still cleans up
+    STS_NS=sts-$$
+    ip netns list 2>/dev/null | grep -qE "^$STS_NS( |\$)" && STS_NS=sts-$$-$RANDOM
     STS_DIR=$(mktemp -d /tmp/sts-srv.XXXXXX) || fail "mktemp"
     chmod 755 "$STS_DIR"
-    STS_NS=sts-$$
-    ip netns list 2>/dev/null | grep -q "^$STS_NS\b" && STS_NS=sts-$$-$RANDOM
-    _sts_install_trap
 
     # Namespace with its own loopback; mail.test = 127.0.0.2 there.
-    ip netns add "$STS_NS" || fail "ip netns add $STS_NS"
+    ip netns add "$STS_NS" 2>/dev/null || skip "cannot create a network namespace (needs CAP_SYS_ADMIN)"
     ip -n "$STS_NS" link set lo up || fail "lo up in $STS_NS"
     mkdir -p "/etc/netns/$STS_NS"
     printf '127.0.0.1\tlocalhost\n127.0.0.2\tmail.test\n' > "/etc/netns/$STS_NS/hosts"
@@ -309,8 +347,8 @@ servers_start() {
     export STS_NS STS_DIR STS_MAILDIR STS_PKI STS_CA STS_USER STS_PASS STS_POSTFIX_LOG STS_DOVECOT_LOG
 
     # The mailbox belongs to nobody:nogroup; Postfix delivers and Dovecot reads as that.
-    _sts_uid=$(id -u nobody) && _sts_gid=$(getent group nogroup | cut -d: -f3) ||
-        fail "no user nobody / group nogroup"
+    _sts_uid=$(id -u nobody) || fail "no user nobody"
+    _sts_gid=$(getent group nogroup | cut -d: -f3) || fail "no group nogroup"
     mkdir -p "$STS_DIR/etc" "$STS_DIR/log" "$STS_DIR/postfix/etc" "$STS_DIR/postfix/spool" \
              "$STS_DIR/postfix/data" "$STS_DIR/dovecot/run" "$STS_DIR/dovecot/state" \
              "$STS_MAILDIR/new" "$STS_MAILDIR/cur" "$STS_MAILDIR/tmp"
@@ -338,7 +376,7 @@ servers_start() {
           sts_dump "$STS_DIR/log/postfix.start" "$STS_POSTFIX_LOG"; fail "postfix did not start"; }
 
     local end=$(( $(date +%s) + STS_WAIT ))
-    for p in 25 587 143 110 2501 2525; do
+    for p in 25 587 143 110 2501 2502 2503 2504 2525; do
         until _sts_port_ready "$p"; do
             if [ "$(date +%s)" -ge "$end" ]; then
                 sts_dump "$STS_DIR/log/postfix.start" "$STS_POSTFIX_LOG" "$STS_DOVECOT_LOG"
@@ -356,7 +394,7 @@ servers_stop() {
     if [ "$STS_FAILED" -ne 0 ] || [ -n "${STS_DUMP_LOGS:-}" ]; then
         sts_dump "$STS_POSTFIX_LOG" "$STS_DOVECOT_LOG"
     fi
-    if ip netns list 2>/dev/null | grep -q "^$STS_NS\b"; then
+    if ip netns list 2>/dev/null | grep -qE "^$STS_NS( |\$)"; then
         [ -f "$STS_DIR/postfix/spool/pid/master.pid" ] &&
             timeout 20 postfix -c "$STS_DIR/postfix/etc" stop >/dev/null 2>&1
         [ -f "$STS_DIR/dovecot/run/master.pid" ] &&
@@ -376,6 +414,6 @@ servers_stop() {
     fi
     rm -rf "/etc/netns/$STS_NS"
     rmdir /etc/netns 2>/dev/null
-    rm -rf "$STS_DIR"
+    if [ -n "${STS_KEEP:-}" ]; then note "kept $STS_DIR (STS_KEEP)"; else rm -rf "$STS_DIR"; fi
     STS_DIR=
 }

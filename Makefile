@@ -55,7 +55,7 @@ $(B)/obj $(B)/tests/unit $(B)/examples:
 $(B)/tests/unit/%: tests/unit/%.c $(CORE_OBJ) | $(B)/tests/unit
 	$(CC) $(CFLAGS) -Ishim -o $@ $< $(filter-out $(B)/obj/init.o $(B)/obj/hook-%.o,$(CORE_OBJ)) -ldl -lpthread
 
-$(B)/examples/%: examples/%.c | $(B)/examples
+$(B)/examples/%: examples/%.c $(wildcard examples/*.h) | $(B)/examples
 	$(CC) $(OPTFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -o $@ $< -lpthread
 
 deps:

@@ -534,10 +534,11 @@ tls_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
 		}
 		if (done > 0)
 			break;
-		if (rc == TLS_SYSERR && errno == EPIPE)
+		if (rc == TLS_CLOSED || (rc == TLS_SYSERR && errno == EPIPE)) {
+			errno = EPIPE;	/* as a plain socket: EPIPE and SIGPIPE */
 			sigpipe(flags);
-		else if (rc != TLS_SYSERR)
-			errno = rc == TLS_CLOSED ? EPIPE : ECONNRESET;
+		} else if (rc != TLS_SYSERR)
+			errno = ECONNRESET;
 		return -1;
 	}
 	return (ssize_t)done;

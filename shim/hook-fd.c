@@ -66,16 +66,17 @@ close(int fd)
 int
 close_range(unsigned int first, unsigned int last, int flags)
 {
-	unsigned int fd;
+	int fds[64], n, i;
 
 	if (!LIBC_READY(close_range)) {
 		errno = ENOSYS;
 		return -1;
 	}
-	if (__atomic_load_n(&fd_owned_total, __ATOMIC_RELAXED) != 0 && !(flags & CLOSE_RANGE_CLOEXEC))
-		for (fd = first; fd <= last && fd < FD_FAST_MAX; fd++)
-			if (fd_is_owned((int)fd))
-				forget((int)fd);
+	if (!(flags & CLOSE_RANGE_CLOEXEC))
+		while (__atomic_load_n(&fd_owned_total, __ATOMIC_RELAXED) != 0 &&
+		    (n = table_range(first, last, fds, 64)) > 0)
+			for (i = 0; i < n; i++)
+				forget(fds[i]);
 	return libc.close_range(first, last, flags);
 }
 

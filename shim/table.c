@@ -108,6 +108,20 @@ table_remove(int fd, int *last)
 	return c;
 }
 
+int
+table_range(unsigned int first, unsigned int last, int *out, int max)
+{
+	struct fdent *e, *tmp;
+	int n = 0;
+
+	pthread_mutex_lock(&lock);
+	HASH_ITER(hh, entries, e, tmp)
+		if ((unsigned int)e->fd >= first && (unsigned int)e->fd <= last && n < max)
+			out[n++] = e->fd;
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
 void
 table_each(void (*fn)(int fd, struct conn *))
 {

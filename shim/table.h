@@ -32,6 +32,8 @@ struct conn *table_get(int fd);
 /* Unmap fd.  Returns its connection (the table's reference passes to the
  * caller) and sets *last when no other fd maps to it; NULL if not ours. */
 struct conn *table_remove(int fd, int *last);
+/* Our fds in [first, last], up to max of them, into out; returns how many. */
+int table_range(unsigned int first, unsigned int last, int *out, int max);
 /* Call fn on every fd and its connection; the caller holds the table lock
  * (fork handlers, exit). */
 void table_each(void (*fn)(int fd, struct conn *));

@@ -133,7 +133,11 @@ tls_init(const struct tls_io *tio, const char *cafile, char *err, size_t errlen)
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	    SSL_MODE_RELEASE_BUFFERS);
-	SSL_CTX_clear_mode(ctx, SSL_MODE_AUTO_RETRY);
+	/* AUTO_RETRY stays on: after a record without application data (a
+	 * TLS 1.3 ticket) SSL_read goes on to the next one already in the
+	 * socket; the BIO never blocks, so "no more" is still WANT_READ.
+	 * Without it, an edge-triggered epoll would miss bytes that arrived
+	 * behind a ticket. */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
 	ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);

@@ -20,8 +20,9 @@ Recording (--record DIR), per connection number K (1, 2, ...):
     conn-K.log   events, one per line: "T+0.012 RECV 14", "SEND 27 '220 ...'",
                  "RULE ^EHLO", "NOMATCH ...", "TLS good version=TLSv1.3",
                  "HANDSHAKE ok TLSv1.3", "HANDSHAKE failed <why>", "EARLY <n>"
-                 (the client sent bytes after the STARTTLS line before the
-                 server's reply went out), "EOF", "END <why>".
+                 (when a rule that starts TLS fired, n bytes had already
+                 arrived behind the line that fired it: the client did not
+                 wait for the reply), "EOF", "END <why>".
 
 Scenario format (line based; '#' starts a comment line; blank lines ignored):
 
@@ -33,7 +34,8 @@ Scenario format (line based; '#' starts a comment line; blank lines ignored):
         or `refused` followed by one or more quoted reason substrings (any
         one of them must appear in the refusal).  All three policies required.
     client KEY=VALUE...                options for tests/hostile/client.py
-                                       (io=select|poll|timeout|blocking|nonblock, recv=N)
+                                       (io=select|poll|timeout|blocking|nonblock, recv=N,
+                                       host=127.0.0.1|localhost: the name it connects to)
     timeout SECONDS                    STARTTLS_SHIM_TIMEOUT for this scenario (default 2)
 
   Sections:
@@ -63,6 +65,7 @@ Scenario format (line based; '#' starts a comment line; blank lines ignored):
         (a1 -> a2, A0001 -> A0002, x -> x1).
     fill N TEXT        TEXT repeated until exactly N bytes (no line end)
     repeat N TEXT      TEXT N times; {i} in TEXT becomes 0, 1, ... N-1
+    drip SECONDS TEXT  flush, then TEXT one byte per write, SECONDS apart
     flush              write what is queued now
     sleep SECONDS      flush, then pause
     close              flush, then close the connection (FIN)
@@ -128,10 +131,11 @@ POLICIES = ("verify", "encrypt", "may")
 OUTCOMES = ("upgraded", "plaintext", "refused")
 CERT_KINDS = ("good", "selfsigned", "unknownca", "expired", "wrongname")
 FAKE_KINDS = ("garbage", "alert", "close", "reset", "stall")
-CLIENT_KEYS = {"io": ("select", "poll", "timeout", "blocking", "nonblock"), "recv": None}
+CLIENT_KEYS = {"io": ("select", "poll", "timeout", "blocking", "nonblock"), "recv": None,
+               "host": ("127.0.0.1", "localhost")}
 MARKER = b"PRETLS"
 TLS_MARKER = b"INTLS"
-FLUSHING = ("flush", "sleep", "tls", "close", "halfclose", "reset", "stall", "keyupdate", "ticket")
+FLUSHING = ("flush", "drip", "sleep", "tls", "close", "halfclose", "reset", "stall", "keyupdate", "ticket")
 
 # A fatal TLS alert record: handshake_failure (40), record version TLS 1.2.
 ALERT_RECORD = b"\x15\x03\x03\x00\x02\x02\x28"
@@ -314,6 +318,12 @@ class Scenario:
             unit = unescape(text, where)
             n = int(n)
             return ("send", (unit * (n // len(unit) + 1))[:n])
+        if word == "drip":
+            secs, _, text = rest.partition(" ")
+            try:
+                return ("drip", float(secs), unescape(text, where))
+            except ValueError:
+                raise ScenarioError(f"{where}: drip SECONDS TEXT")
         if word == "repeat":
             n, _, text = rest.partition(" ")
             if not n.isdigit() or not text:
@@ -401,7 +411,7 @@ class Scenario:
         plain = self.sections["plain"]
         groups = [("on connect", plain.enter)] + [(f"on {r.source}", r.actions) for r in plain.rules]
         for name, acts in groups:
-            data = b"".join(a[1] for a in acts if a[0] == "send")
+            data = b"".join(a[1] if a[0] == "send" else a[2] for a in acts if a[0] in ("send", "drip"))
             fake = [a for a in acts if a[0] == "tls" and a[1] == "garbage"]
             for a in fake:
                 if MARKER not in a[2]["text"]:
@@ -531,6 +541,13 @@ class Conn:
     def fill_inbuf(self, until):
         """Read more application bytes into inbuf. False on timeout; Closed on EOF."""
         while True:
+            if self.tls is not None:
+                # Records that came in with the handshake's last flight (or
+                # with an earlier record) are already in the memory BIO.
+                got = self._tls_read()
+                self._tls_flush()
+                if got:
+                    return True
             data = self.raw_recv(until)
             if data is None:
                 return False
@@ -540,10 +557,6 @@ class Conn:
                 self.inbuf += data
                 return True
             self.bio_in.write(data)
-            got = self._tls_read()
-            self._tls_flush()
-            if got:
-                return True
 
     def _tls_read(self):
         got = False
@@ -624,6 +637,12 @@ class Conn:
             if rule.matches(text):
                 rule.fired = True
                 self.log(f"RULE {rule.source}")
+                if any(a[0] == "tls" for a in rule.actions):
+                    # The line that leads to TLS (STARTTLS): the client must
+                    # now wait for our reply; anything already here is early.
+                    early = self.early_bytes()
+                    if early:
+                        self.log(f"EARLY {early}")
                 self.do_actions(rule.actions, tag)
                 return
         self.log(f"NOMATCH {line[:70]!r}")
@@ -639,16 +658,17 @@ class Conn:
     def do_actions(self, actions, tag):
         for act in actions:
             kind = act[0]
-            if kind == "tls":
-                early = self.early_bytes()
-                if early:
-                    self.log(f"EARLY {early}")
             if kind in FLUSHING:
                 self.flush()
             if kind == "send":
                 self.outq += act[1].replace(b"{tag}", tag).replace(b"{nexttag}", self.nexttag(tag))
             elif kind == "flush":
                 pass
+            elif kind == "drip":
+                for i in range(len(act[2])):
+                    self.outq += act[2][i:i + 1]
+                    self.flush()
+                    time.sleep(act[1])
             elif kind == "sleep":
                 time.sleep(act[1])
             elif kind == "close":

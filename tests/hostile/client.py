@@ -34,8 +34,11 @@ import sys
 import time
 
 
+T0 = time.monotonic()
+
+
 def log(msg):
-    sys.stderr.write(f"client: {msg}\n")
+    sys.stderr.write(f"client: T+{time.monotonic() - T0:.3f} {msg}\n")
     sys.stderr.flush()
 
 
@@ -101,32 +104,50 @@ class Client:
             log(f"recv error: {e}")
             return b""
 
-    def read_until(self, done, what):
-        """Read until done(bytes of this reply) is true, EOF or the step timeout."""
-        self.buf = b""
-        if self.eof:
-            return
-        deadline = time.monotonic() + self.a.step_timeout
-        while not done(self.buf):
+    def _read_some(self, deadline, what):
+        """Append the next bytes to self.buf and return them; None after a
+        step timeout or EOF (both logged)."""
+        while True:
             try:
                 data = self._recv_once(deadline)
             except StepTimeout:
                 log(f"timeout waiting for the reply to {what} (got {len(self.buf)} bytes)")
-                return
+                return None
             except BlockingIOError:
                 self.eof = True
-                return
+                return None
             if data is None:
-                continue
+                continue        # nonblock: readable but no application data yet
             if data == b"":
                 log(f"EOF while waiting for the reply to {what}")
                 self.eof = True
-                return
+                return None
             self.out.write(data)
             self.buf += data
+            if self.a.verbose and (len(self.buf) - len(data) < 65536 or b"\n" in data):
+                log(f"recv {len(data)} {data[:60]!r}")
+            return data
+
+    def read_until(self, done, what):
+        """Read until done(bytes of this reply, start) is true, EOF or the step timeout."""
+        self.buf = b""
+        if self.eof:
+            return
+        deadline = time.monotonic() + self.a.step_timeout
+        start = 0
+        while not done(self.buf, start):
+            start = self.buf.rfind(b"\n") + 1
+            while True:     # every completion test needs a line end: read on until one comes
+                data = self._read_some(deadline, what)
+                if data is None:
+                    return
+                if b"\n" in data:
+                    break
 
     def send(self, line):
         data = line.encode() + b"\r\n"
+        if self.a.verbose:
+            log(f"send {data[:60]!r}")
         try:
             if self.a.io == "nonblock":
                 self.sock.setblocking(True)
@@ -136,24 +157,29 @@ class Client:
         except OSError as e:
             log(f"send of {line.split()[0]!r} failed: {e}")
 
-    # completion tests on the bytes of one reply
-    @staticmethod
-    def smtp_done(b):
-        return re.search(rb"(^|\n)\d{3}(\r?\n| [^\n]*\n)", b) is not None or \
+    # Completion tests on the bytes of one reply; `start` is where the line
+    # holding the first new byte begins (so 1 MiB replies stay linear).
+    SMTP_LAST = re.compile(rb"^\d{3}(\r?\n| [^\n]*\n)", re.M)
+
+    @classmethod
+    def smtp_done(cls, b, start):
+        return cls.SMTP_LAST.search(b, start) is not None or \
             (b and not re.match(rb"\d{3}[- ]", b) and b.endswith(b"\n"))
 
     @staticmethod
-    def line_done(b):
+    def line_done(b, start):
         return b.endswith(b"\n")
 
     @staticmethod
-    def pop3_multi_done(b):
+    def pop3_multi_done(b, start):
         return b.startswith(b"-") and b.endswith(b"\n") or b.endswith(b"\r\n.\r\n") or b == b".\r\n"
 
     @staticmethod
     def imap_tagged(tag):
-        def done(b):
-            return re.search(rb"(^|\n)" + re.escape(tag.encode()) + rb" [^\n]*\n", b) is not None
+        rx = re.compile(rb"^" + re.escape(tag.encode()) + rb" [^\n]*\n", re.M)
+
+        def done(b, start):
+            return rx.search(b, start) is not None
         return done
 
     def run(self):
@@ -203,6 +229,7 @@ def main():
     p.add_argument("--io", default="select", choices=("select", "poll", "timeout", "blocking", "nonblock"))
     p.add_argument("--recv", type=int, default=4096)
     p.add_argument("--step-timeout", type=float, default=4.0)
+    p.add_argument("-v", "--verbose", action="store_true", help="log every send and recv")
     a = p.parse_args()
     if a.io == "blocking":
         def alarm(signum, frame):

@@ -135,6 +135,17 @@ ready(struct conn *c, int fd)
 	buf_free(&c->out);
 	buf_free(&c->raw);
 	c->proto->greeting(c->host, &c->give);
+	/* Our Finished is still unacknowledged, so Nagle would hold the
+	 * program's first record until the server's delayed ACK (~40 ms).
+	 * Push that one; the program's own setting applies after it. */
+	{
+		int cur = 0, one = 1;
+		socklen_t l = sizeof cur;
+
+		if (libc.getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &cur, &l) == 0 && !cur &&
+		    libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0)
+			c->nodelay_once = 1;
+	}
 	set_state(c, fd, CS_READY);
 }
 
@@ -412,7 +423,7 @@ conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags)
 	ssize_t r;
 
 	pthread_mutex_lock(&c->lock);
-	if (finish_upgrade(c, fd, flags) != 0) {
+	if (upgrading(c) && finish_upgrade(c, fd, flags) != 0) {
 		r = -1;
 		goto out;
 	}
@@ -514,6 +525,12 @@ tls_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
 		if (rc == TLS_OK) {
 			done += n;
 			c->wr_wants_read = 0;
+			if (c->nodelay_once) {
+				int zero = 0;
+
+				libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof zero);
+				c->nodelay_once = 0;
+			}
 			continue;
 		}
 		if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
@@ -581,7 +598,7 @@ conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
 	ssize_t r;
 
 	pthread_mutex_lock(&c->lock);
-	if (finish_upgrade(c, fd, flags) != 0) {
+	if (upgrading(c) && finish_upgrade(c, fd, flags) != 0) {
 		r = -1;
 		goto out;
 	}
@@ -636,6 +653,14 @@ conn_flush(struct conn *c, int fd)
 	pthread_mutex_lock(&c->lock);
 	if (c->pend.len > 0 && c->state == CS_READY)
 		(void)flush_pend(c, fd, 0);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void
+conn_program_nodelay(struct conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->nodelay_once = 0;
 	pthread_mutex_unlock(&c->lock);
 }
 

@@ -53,6 +53,7 @@ struct conn {
 	struct buf give;		/* handed to the program before anything else */
 	struct buf pend;		/* program bytes held back to fill a record */
 	int corked;			/* the program set TCP_CORK */
+	int nodelay_once;		/* TCP_NODELAY is ours until the first write */
 	const struct tls_ops *tls_ops;
 	struct tls_conn *tls;
 	long long deadline;		/* CLOCK_MONOTONIC ms; the upgrade fails after it */
@@ -87,6 +88,8 @@ ssize_t conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags
 void conn_flush(struct conn *c, int fd);
 /* setsockopt(TCP_CORK): hold writes while on; uncorking sends them. */
 int conn_set_cork(struct conn *c, int fd, int on);
+/* The program set TCP_NODELAY itself: leave it as it chose. */
+void conn_program_nodelay(struct conn *c);
 
 /* poll support.  Before the kernel wait: returns the events true right now
  * (data held by us or OpenSSL, a refusal to read) and sets *kevents to what

@@ -32,7 +32,7 @@ struct ereg {
 
 static struct ereg *regs;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned char ep_marked[FD_FAST_MAX];
+static unsigned char *ep_marked;	/* FD_FAST_MAX bytes once an owned fd is registered */
 
 static short
 to_poll(uint32_t ev)
@@ -82,7 +82,9 @@ epoll_forget(int fd)
 int
 epoll_marked(int fd)
 {
-	return (unsigned)fd < FD_FAST_MAX && __atomic_load_n(&ep_marked[fd], __ATOMIC_RELAXED);
+	unsigned char *map = __atomic_load_n(&ep_marked, __ATOMIC_ACQUIRE);
+
+	return map != NULL && (unsigned)fd < FD_FAST_MAX && __atomic_load_n(&map[fd], __ATOMIC_RELAXED);
 }
 
 int
@@ -101,6 +103,8 @@ epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	if (r != 0)
 		return r;
 	pthread_mutex_lock(&lock);
+	if (ep_marked == NULL)
+		__atomic_store_n(&ep_marked, calloc(FD_FAST_MAX, 1), __ATOMIC_RELEASE);
 	p = find(epfd, fd);
 	if (op == EPOLL_CTL_DEL) {
 		if (p != NULL) {
@@ -119,7 +123,8 @@ epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 				e->next = regs;
 				regs = e;
 			}
-			__atomic_store_n(&ep_marked[epfd], 1, __ATOMIC_RELAXED);
+			if (ep_marked != NULL)
+				__atomic_store_n(&ep_marked[epfd], 1, __ATOMIC_RELAXED);
 		}
 	}
 	pthread_mutex_unlock(&lock);

@@ -227,11 +227,14 @@ setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 		errno = ENOSYS;
 		return -1;
 	}
-	if (level != IPPROTO_TCP || name != TCP_CORK || !fd_is_owned(fd))
+	if (level != IPPROTO_TCP || (name != TCP_CORK && name != TCP_NODELAY) || !fd_is_owned(fd))
 		return libc.setsockopt(fd, level, name, val, len);
 	r = libc.setsockopt(fd, level, name, val, len);
 	if (r == 0 && val != NULL && len >= sizeof(int) && (c = table_get(fd)) != NULL) {
-		conn_set_cork(c, fd, *(const int *)val != 0);
+		if (name == TCP_CORK)
+			conn_set_cork(c, fd, *(const int *)val != 0);
+		else
+			conn_program_nodelay(c);
 		conn_put(c);
 	}
 	return r;

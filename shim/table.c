@@ -14,7 +14,7 @@ struct fdent {
 	UT_hash_handle hh;
 };
 
-unsigned char fd_owned[FD_FAST_MAX];
+unsigned char *fd_owned;
 int fd_owned_high;
 int fd_owned_total;
 
@@ -28,7 +28,7 @@ static void
 mark(int fd, int on)
 {
 	if ((unsigned)fd < FD_FAST_MAX)
-		__atomic_store_n(&fd_owned[fd], (unsigned char)on, __ATOMIC_RELEASE);
+		__atomic_store_n(&fd_owned[fd], (unsigned char)on, __ATOMIC_RELEASE);	/* map exists: table_add made it */
 	else
 		__atomic_add_fetch(&fd_owned_high, on ? 1 : -1, __ATOMIC_RELEASE);
 	__atomic_add_fetch(&fd_owned_total, on ? 1 : -1, __ATOMIC_RELEASE);
@@ -56,8 +56,19 @@ table_add(int fd, struct conn *c)
 	}
 	e->fd = fd;
 	e->c = c;
-	conn_ref(c);
 	pthread_mutex_lock(&lock);
+	if (fd_owned == NULL) {
+		unsigned char *map = calloc(FD_FAST_MAX, 1);
+
+		if (map == NULL) {
+			pthread_mutex_unlock(&lock);
+			free(e);
+			errno = ENOMEM;
+			return -1;
+		}
+		__atomic_store_n(&fd_owned, map, __ATOMIC_RELEASE);
+	}
+	conn_ref(c);
 	HASH_FIND_INT(entries, &fd, old);
 	if (old != NULL) {	/* a stale mapping: the fd was closed behind our back */
 		HASH_DEL(entries, old);

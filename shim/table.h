@@ -5,11 +5,16 @@
 #ifndef STS_TABLE_H
 #define STS_TABLE_H
 
+#include <stddef.h>
+
 struct conn;
 
 #define FD_FAST_MAX 65536
 
-extern unsigned char fd_owned[FD_FAST_MAX];
+/* The byte map is allocated by the first connection we own, so that a
+ * process that never has one pays a single load and branch per call (and
+ * no memory). */
+extern unsigned char *fd_owned;	/* FD_FAST_MAX bytes, or NULL */
 extern int fd_owned_high;	/* fds >= FD_FAST_MAX we own (rare) */
 extern int fd_owned_total;	/* all fds we own; 0 lets poll/select skip scanning */
 
@@ -19,8 +24,12 @@ int table_has_slow(int fd);
 static inline int
 fd_is_owned(int fd)
 {
+	unsigned char *map = __atomic_load_n(&fd_owned, __ATOMIC_ACQUIRE);
+
+	if (__builtin_expect(map == NULL, 1))
+		return 0;
 	if (__builtin_expect((unsigned)fd < FD_FAST_MAX, 1))
-		return __atomic_load_n(&fd_owned[fd], __ATOMIC_RELAXED);
+		return __atomic_load_n(&map[fd], __ATOMIC_RELAXED);
 	return fd >= 0 && __atomic_load_n(&fd_owned_high, __ATOMIC_RELAXED) && table_has_slow(fd);
 }
 

@@ -307,7 +307,8 @@ tls_read(struct tls_conn *t, void *buf, size_t len, size_t *n, int peek)
 	enum tls_rc rc;
 	int r;
 
-	ERR_clear_error();
+	if (ERR_peek_error() != 0)
+		ERR_clear_error();
 	errno = 0;
 	r = peek ? SSL_peek_ex(t->ssl, buf, len, n) : SSL_read_ex(t->ssl, buf, len, n);
 	if (r == 1)
@@ -322,7 +323,10 @@ tls_write(struct tls_conn *t, const void *buf, size_t len, size_t *n)
 {
 	enum tls_rc rc;
 
-	ERR_clear_error();
+	/* The queue is emptied after every failure, so the hot path only
+	 * peeks (a full clear costs more than a small record). */
+	if (ERR_peek_error() != 0)
+		ERR_clear_error();
 	errno = 0;
 	if (SSL_write_ex(t->ssl, buf, len, n) == 1)
 		return TLS_OK;

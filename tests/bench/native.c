@@ -17,7 +17,8 @@
  * Modes:
  *   bulk  write SIZE bytes (default 256M) in WSIZE-byte SSL_write calls
  *         (default 4K), TCP_NODELAY, SSL_shutdown, read to the server's EOF.
- *         Prints "native: bulk bytes=B secs=S mibps=M" (payload start -> EOF).
+ *         Prints "native: bulk bytes=B secs=S mibps=M cpu=C" (payload start
+ *         -> EOF; C = this process's CPU seconds over the same span).
  *   rate  COUNT connections (default 100) in a row, each: handshake, EHLO
  *         and QUIT inside TLS, SSL_shutdown, close. TCP_NODELAY is set right
  *         after the handshake (a request/response client knows it has no
@@ -161,7 +162,7 @@ static void run_bulk(void)
         die(PROG, 1, "malloc");
     fill_payload(buf, opt.wsize);
     SSL *ssl = upgrade(NULL);
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     long long left = opt.size;
     while (left > 0) {
         int n = (int)(left < (long long)opt.wsize ? left : (long long)opt.wsize);
@@ -182,8 +183,8 @@ static void run_bulk(void)
     SSL_free(ssl);
     close(fd);
     free(buf);
-    printf("native: bulk bytes=%lld secs=%.6f mibps=%.1f\n", opt.size, t1 - t0,
-           (double)opt.size / 1048576.0 / (t1 - t0));
+    printf("native: bulk bytes=%lld secs=%.6f mibps=%.1f cpu=%.6f\n", opt.size, t1 - t0,
+           (double)opt.size / 1048576.0 / (t1 - t0), cpu_s() - c0);
 }
 
 static void run_rate(int quiet)

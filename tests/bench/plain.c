@@ -12,7 +12,8 @@
  * Modes:
  *   bulk  connect, read the 220 greeting, write() SIZE bytes (default 256M)
  *         in WSIZE-byte writes (default 4K), shutdown(SHUT_WR), read to EOF.
- *         Prints "plain: bulk bytes=B secs=S mibps=M" (payload start -> EOF).
+ *         Prints "plain: bulk bytes=B secs=S mibps=M cpu=C" (payload start -> EOF;
+ *         C = this process's CPU seconds over the same span).
  *   rate  COUNT times (default 100): connect, greeting, EHLO, 250, QUIT, 221,
  *         close. Prints "plain: rate conns=N secs=S rate=R p50_ms=..
  *         p99_ms=.. max_ms=..", with -R also "plain: rss at=N kib=K" at
@@ -70,7 +71,7 @@ static void run_bulk(void)
         die(PROG, 1, "malloc");
     fill_payload(buf, opt.wsize);
     int fd = open_greeted(&lr);
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     long long left = opt.size;
     while (left > 0) {
         size_t n = left < (long long)opt.wsize ? (size_t)left : opt.wsize;
@@ -90,8 +91,8 @@ static void run_bulk(void)
     double t1 = now_s();
     close(fd);
     free(buf);
-    printf("plain: bulk bytes=%lld secs=%.6f mibps=%.1f\n", opt.size, t1 - t0,
-           (double)opt.size / 1048576.0 / (t1 - t0));
+    printf("plain: bulk bytes=%lld secs=%.6f mibps=%.1f cpu=%.6f\n", opt.size, t1 - t0,
+           (double)opt.size / 1048576.0 / (t1 - t0), cpu_s() - c0);
 }
 
 static void run_rate(void)

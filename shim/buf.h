@@ -24,7 +24,7 @@ int buf_addstr(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Make room for at least n more bytes; returns the write position or NULL. */
 char *buf_space(struct buf *b, size_t n);
-static inline const char *buf_head(const struct buf *b) { return b->data + b->off; }
+static inline const char *buf_head(const struct buf *b) { return b->data != NULL ? b->data + b->off : ""; }
 void buf_consume(struct buf *b, size_t n);
 /* Zero the bytes (they may hold secrets) and release the memory. */
 void buf_free(struct buf *b);

@@ -143,8 +143,15 @@ valid_ehlo(const char *s)
 static void
 set_error(const char *what, const char *msg)
 {
-	if (config.error[0] == '\0')
-		snprintf(config.error, sizeof config.error, "%s: %s", what, msg);
+	char *p;
+
+	if (config.error[0] != '\0')
+		return;
+	snprintf(config.error, sizeof config.error, "%s: %s", what, msg);
+	/* The message quotes the bad value: keep the log line one line. */
+	for (p = config.error; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 }
 
 void

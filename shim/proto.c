@@ -28,6 +28,8 @@ line_split(const char *buf, size_t len, size_t max, size_t *linelen, size_t *use
 	const char *nl;
 	size_t n, scan = len < max ? len : max;
 
+	if (len == 0)
+		return 0;
 	nl = memchr(buf, '\n', scan);
 	if (nl == NULL)
 		return len >= max ? -1 : 0;

@@ -273,6 +273,12 @@ drive(struct conn *c, int fd)
 		case CS_DIALOGUE:
 			if (!judge_lines(c, fd))
 				break;
+			if (c->asked) {
+				/* The reply cannot be here yet: wait for it rather
+				 * than spend a recv() on EAGAIN. */
+				c->asked = 0;
+				return POLLIN;
+			}
 			room = c->in.max - c->in.len < 4096 ? c->in.max - c->in.len : 4096;
 			if (room == 0 || (w = buf_space(&c->in, room)) == NULL) {
 				refuse(c, fd, "reply too long");
@@ -294,8 +300,10 @@ drive(struct conn *c, int fd)
 			n = libc.send(fd, buf_head(&c->out), c->out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
 			if (n >= 0) {
 				buf_consume(&c->out, n);
-				if (c->out.len == 0)
+				if (c->out.len == 0) {
+					c->asked = 1;
 					set_state(c, fd, CS_DIALOGUE);
+				}
 			} else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 				return POLLOUT;
 			else {
@@ -380,6 +388,7 @@ conn_start(struct conn *c, int fd, int connect_rc)
 	if (c->tls_ops == NULL)
 		refuse(c, fd, err);
 	else {
+		c->asked = 1;
 		if (connect_rc == 0)
 			set_state(c, fd, CS_DIALOGUE);
 		if (!nonblocking(fd, 0)) {

@@ -58,6 +58,7 @@ struct conn {
 	struct tls_conn *tls;
 	long long deadline;		/* CLOCK_MONOTONIC ms; the upgrade fails after it */
 	int wr_wants_read;		/* the last TLS write was blocked on reading */
+	int asked;			/* we just connected or sent a command: wait before reading */
 	int forked;			/* another process may share the session */
 	int shut_wr;			/* close_notify sent */
 	unsigned short port;

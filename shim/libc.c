@@ -12,20 +12,16 @@
 struct libc_syms libc;
 
 void *
-libc_sym(const char *name)
+libc_sym(const char *name, void *ours)
 {
 	void *p = dlsym(RTLD_NEXT, name);
-	Dl_info mine, found;
 
 	/* proxychains' lesson: if the loader hands back our own hook (the
 	 * library loaded twice), calling it would recurse forever. */
-	if (p != NULL && dladdr((void *)libc_sym, &mine) != 0 && dladdr(p, &found) != 0 &&
-	    found.dli_fbase == mine.dli_fbase)
-		p = NULL;
-	return p;
+	return p == ours ? NULL : p;
 }
 
-#define SYM(name) do { if (libc.name == NULL) libc.name = (__typeof__(libc.name))libc_sym(#name); } while (0)
+#define SYM(name) do { if (libc.name == NULL) libc.name = (__typeof__(libc.name))libc_sym(#name, (void *)name); } while (0)
 
 static void
 resolve(void)

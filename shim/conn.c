@@ -240,9 +240,11 @@ judge_lines(struct conn *c, int fd)
 
 /* Move the upgrade on as far as it goes without blocking.  Returns 0 when it
  * is over (READY, PLAIN or REFUSED), else POLLIN or POLLOUT: what the socket
- * must become before it can go on.  Called with c->lock held. */
+ * must become before it can go on.  `patient`: the caller is about to wait
+ * for that, so a read that cannot succeed yet may be skipped.  Called with
+ * c->lock held. */
 static int
-drive(struct conn *c, int fd)
+drive(struct conn *c, int fd, int patient)
 {
 	char err[256];
 	enum tls_rc rc;
@@ -273,12 +275,14 @@ drive(struct conn *c, int fd)
 		case CS_DIALOGUE:
 			if (!judge_lines(c, fd))
 				break;
-			if (c->asked) {
-				/* The reply cannot be here yet: wait for it rather
-				 * than spend a recv() on EAGAIN. */
+			if (c->asked && patient) {
+				/* The reply cannot be here yet and the caller will
+				 * wait anyway: wait rather than spend a recv() on
+				 * EAGAIN. */
 				c->asked = 0;
 				return POLLIN;
 			}
+			c->asked = 0;
 			room = c->in.max - c->in.len < 4096 ? c->in.max - c->in.len : 4096;
 			if (room == 0 || (w = buf_space(&c->in, room)) == NULL) {
 				refuse(c, fd, "reply too long");
@@ -361,10 +365,10 @@ wait_fd(struct conn *c, int fd, int events, long long deadline)
 static int
 finish_upgrade(struct conn *c, int fd, int flags)
 {
-	int want;
+	int want, block = !nonblocking(fd, flags);
 
-	while ((want = drive(c, fd)) != 0) {
-		if (nonblocking(fd, flags)) {
+	while ((want = drive(c, fd, block)) != 0) {
+		if (!block) {
 			errno = EAGAIN;
 			return -1;
 		}
@@ -711,7 +715,7 @@ conn_poll_before(struct conn *c, int fd, short events, short *kevents)
 	int want;
 
 	pthread_mutex_lock(&c->lock);
-	want = drive(c, fd);
+	want = drive(c, fd, 0);
 	if (want != 0) {
 		*kevents = (short)want;
 		pthread_mutex_unlock(&c->lock);
@@ -736,7 +740,7 @@ conn_poll_after(struct conn *c, int fd, short events, short krevents)
 
 	pthread_mutex_lock(&c->lock);
 	if (upgrading(c)) {
-		if (krevents == 0 || drive(c, fd) != 0) {
+		if (krevents == 0 || drive(c, fd, 0) != 0) {
 			pthread_mutex_unlock(&c->lock);
 			return 0;
 		}

@@ -12,16 +12,22 @@
 struct libc_syms libc;
 
 void *
-libc_sym(const char *name, void *ours)
+libc_sym(const char *name)
 {
+	struct dl_find_object mine, found;
 	void *p = dlsym(RTLD_NEXT, name);
 
-	/* proxychains' lesson: if the loader hands back our own hook (the
-	 * library loaded twice), calling it would recurse forever. */
-	return p == ours ? NULL : p;
+	/* proxychains' lesson: if the loader hands back a function of this
+	 * object (the library loaded twice), calling it would recurse
+	 * forever.  _dl_find_object is a range lookup, unlike dladdr, which
+	 * scans the whole symbol table of libc. */
+	if (p != NULL && _dl_find_object((void *)libc_sym, &mine) == 0 &&
+	    _dl_find_object(p, &found) == 0 && found.dlfo_link_map == mine.dlfo_link_map)
+		p = NULL;
+	return p;
 }
 
-#define SYM(name) do { if (libc.name == NULL) libc.name = (__typeof__(libc.name))libc_sym(#name, (void *)name); } while (0)
+#define SYM(name) do { if (libc.name == NULL) libc.name = (__typeof__(libc.name))libc_sym(#name); } while (0)
 
 static void
 resolve(void)

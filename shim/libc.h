@@ -63,13 +63,14 @@ extern struct libc_syms libc;
 void libc_init(void);
 
 /* The next definition of `name` after this library, or NULL (also when the
- * loader hands back `ours`, our own hook: calling it would recurse). */
-void *libc_sym(const char *name, void *ours);
+ * loader hands back a function of this very object, i.e. our own hook:
+ * calling it would recurse). */
+void *libc_sym(const char *name);
 
 /* Make sure one symbol is resolved, lazily, so that a process pays only for
  * the calls it makes; the hot-path check is one load and a branch.  A hook
  * whose symbol is missing fails with ENOSYS rather than calling NULL. */
 #define LIBC_READY(sym) (__builtin_expect(libc.sym != NULL, 1) || \
-	(libc.sym = (__typeof__(libc.sym))libc_sym(#sym, (void *)sym)) != NULL)
+	(libc.sym = (__typeof__(libc.sym))libc_sym(#sym)) != NULL)
 
 #endif

@@ -131,8 +131,10 @@ tls_init(const struct tls_io *tio, const char *cafile, char *err, size_t errlen)
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-	    SSL_MODE_RELEASE_BUFFERS);
+	/* No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the record
+	 * buffers around every record, +15% CPU at 512-byte writes, to save
+	 * ~20 KiB per idle connection that we stay within budget without. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	/* AUTO_RETRY stays on: after a record without application data (a
 	 * TLS 1.3 ticket) SSL_read goes on to the next one already in the
 	 * socket; the BIO never blocks, so "no more" is still WANT_READ.

@@ -102,14 +102,21 @@ conn_put(struct conn *c)
 
 /* --- ends of the upgrade ---------------------------------------------- */
 
+/* The dialogue's buffers are of no use once the upgrade is over. */
+static void
+end_dialogue(struct conn *c)
+{
+	buf_free(&c->in);
+	buf_free(&c->out);
+	buf_free(&c->raw);
+}
+
 static void
 refuse(struct conn *c, int fd, const char *reason)
 {
 	log_error("%s:%u policy=%s: %s", c->host, c->port, policy_name(c->policy), reason);
 	release_tls(c);
-	buf_free(&c->in);
-	buf_free(&c->out);
-	buf_free(&c->raw);
+	end_dialogue(c);
 	buf_free(&c->give);
 	c->proto->refusal(reason, &c->give);
 	if (fd >= 0)
@@ -131,9 +138,7 @@ ready(struct conn *c, int fd)
 	c->tls_ops->describe(c->tls, desc, sizeof desc);
 	log_info("%s:%u policy=%s: upgraded to %s, certificate %s", c->host, c->port,
 	    policy_name(c->policy), desc, c->policy == POLICY_VERIFY ? "verified" : "not verified");
-	buf_free(&c->in);
-	buf_free(&c->out);
-	buf_free(&c->raw);
+	end_dialogue(c);
 	c->proto->greeting(c->host, &c->give);
 	/* Our Finished is still unacknowledged, so Nagle would hold the
 	 * program's first record until the server's delayed ACK (~40 ms).
@@ -153,11 +158,10 @@ static void
 plaintext(struct conn *c, int fd, const char *why)
 {
 	log_warn("%s:%u policy=may: %s; continuing WITHOUT TLS", c->host, c->port, why);
-	buf_free(&c->in);
-	buf_free(&c->out);
 	buf_free(&c->give);
 	c->give = c->raw;	/* the server's own greeting, verbatim */
 	buf_init(&c->raw, 0);
+	end_dialogue(c);
 	set_state(c, fd, CS_PLAIN);
 }
 

@@ -35,8 +35,7 @@ backend_path(char *out, size_t outlen)
 static void
 load(void)
 {
-	static const struct tls_io io = { .recv = NULL, .send = NULL };
-	struct tls_io real = io;
+	struct tls_io real;
 	const struct tls_ops *ops;
 	char path[4096], err[200];
 	void *h;

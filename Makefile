@@ -39,7 +39,7 @@ $(B)/obj/tls-openssl.o: shim/tls-openssl.c $(HDRS) | $(B)/obj
 
 $(B)/libstarttls-shim.so: $(CORE_OBJ) shim/exports.map
 	$(CC) $(CFLAGS) -shared -o $@ $(CORE_OBJ) -Wl,--version-script=shim/exports.map \
-	    -Wl,-z,relro -Wl,--as-needed -ldl -lpthread $(LDFLAGS)
+	    -Wl,-z,relro -Wl,-z,noseparate-code -Wl,--as-needed -ldl -lpthread $(LDFLAGS)
 
 $(B)/libstarttls-shim-tls.so: $(B)/obj/tls-openssl.o shim/tls-exports.map
 	$(CC) $(CFLAGS) -shared -o $@ $< -Wl,--version-script=shim/tls-exports.map \

@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,7 +116,7 @@ config_parse_timeout(const char *s, int *ms, char *err, size_t errlen)
 int
 config_check_cafile(const char *path, char *err, size_t errlen)
 {
-	if (strlen(path) >= sizeof config.cafile) {
+	if (strlen(path) >= PATH_MAX) {
 		snprintf(err, errlen, "CA file name too long");
 		return -1;
 	}
@@ -160,6 +161,7 @@ config_load(int secure)
 	char err[256], host[256];
 	const char *v;
 
+	free(config.cafile);	/* loaded once in the shim; again in tests */
 	memset(&config, 0, sizeof config);
 	config.policy = POLICY_VERIFY;
 	config.timeout_ms = DEFAULT_TIMEOUT_S * 1000;
@@ -197,8 +199,8 @@ config_load(int secure)
 	if ((v = getenv("STARTTLS_SHIM_CAFILE")) != NULL && *v != '\0') {
 		if (config_check_cafile(v, err, sizeof err) != 0)
 			set_error("STARTTLS_SHIM_CAFILE", err);
-		else
-			snprintf(config.cafile, sizeof config.cafile, "%s", v);
+		else if ((config.cafile = strdup(v)) == NULL)
+			set_error("STARTTLS_SHIM_CAFILE", "out of memory");
 	}
 	if ((v = getenv("STARTTLS_SHIM_TIMEOUT")) != NULL &&
 	    config_parse_timeout(v, &config.timeout_ms, err, sizeof err) != 0)

@@ -27,7 +27,7 @@ struct config {
 	enum policy policy;
 	struct port_rule ports[CONFIG_MAX_PORTS];
 	int nports;
-	char cafile[4096];	/* empty: system trust store only */
+	char *cafile;		/* NULL: system trust store only (malloc'd) */
 	int timeout_ms;		/* whole upgrade, connect to first program byte */
 	char ehlo[256];		/* name sent in our EHLO */
 	int coalesce;		/* hold small writes to fill whole TLS records */

@@ -7,15 +7,18 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NAMES_SLOTS 64
 
-static struct {
+/* Allocated on the first name learnt, so that a process which never resolves
+ * a name pays nothing for it (not even a zero page at load). */
+static struct slot {
 	int family;
 	unsigned char addr[16];
 	char name[256];
-} ring[NAMES_SLOTS];
+} *ring;
 static unsigned next;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -58,6 +61,10 @@ names_add(const struct sockaddr *sa, const char *name)
 	if ((n = addr_of(sa, &family, a)) == 0)
 		return;
 	pthread_mutex_lock(&lock);
+	if (ring == NULL && (ring = calloc(NAMES_SLOTS, sizeof *ring)) == NULL) {
+		pthread_mutex_unlock(&lock);
+		return;		/* the name is lost: logs show the address */
+	}
 	slot = next % NAMES_SLOTS;
 	for (i = 0; i < NAMES_SLOTS; i++)
 		if (ring[i].family == family && memcmp(ring[i].addr, a, n) == 0) {
@@ -85,7 +92,7 @@ names_lookup(const struct sockaddr *sa, char *out, size_t outlen)
 		return;
 	}
 	pthread_mutex_lock(&lock);
-	for (i = 0; i < NAMES_SLOTS; i++)
+	for (i = 0; ring != NULL && i < NAMES_SLOTS; i++)
 		if (ring[i].family == family && memcmp(ring[i].addr, a, n) == 0) {
 			snprintf(out, outlen, "%s", ring[i].name);
 			pthread_mutex_unlock(&lock);

@@ -16,6 +16,17 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+/* Every hook below is split in two.  The exported half is all that a call
+ * on an fd we do not own costs: load the real function, load the byte map,
+ * tail-call libc, with no stack frame.  The _slow half, out of line, does
+ * the rest: the first lookup of the real symbol and the fds we own. */
+#define NOINLINE __attribute__((noinline))
+#define PASS_THROUGH(sym, fd, ...) do { \
+	__typeof__(libc.sym) real_ = libc.sym; \
+	if (__builtin_expect(real_ != NULL, 1) && fd_surely_not_owned(fd)) \
+		return real_(__VA_ARGS__); \
+} while (0)
+
 /* Run fn on fd's connection, or report EBADF if it vanished meanwhile. */
 static ssize_t
 owned_recv(int fd, void *buf, size_t len, int flags)
@@ -43,8 +54,8 @@ owned_send(int fd, const void *buf, size_t len, int flags)
 	return r;
 }
 
-ssize_t
-read(int fd, void *buf, size_t len)
+static ssize_t NOINLINE
+read_slow(int fd, void *buf, size_t len)
 {
 	if (!LIBC_READY(read)) {
 		errno = ENOSYS;
@@ -56,7 +67,14 @@ read(int fd, void *buf, size_t len)
 }
 
 ssize_t
-write(int fd, const void *buf, size_t len)
+read(int fd, void *buf, size_t len)
+{
+	PASS_THROUGH(read, fd, fd, buf, len);
+	return read_slow(fd, buf, len);
+}
+
+static ssize_t NOINLINE
+write_slow(int fd, const void *buf, size_t len)
 {
 	if (!LIBC_READY(write)) {
 		errno = ENOSYS;
@@ -68,7 +86,14 @@ write(int fd, const void *buf, size_t len)
 }
 
 ssize_t
-recv(int fd, void *buf, size_t len, int flags)
+write(int fd, const void *buf, size_t len)
+{
+	PASS_THROUGH(write, fd, fd, buf, len);
+	return write_slow(fd, buf, len);
+}
+
+static ssize_t NOINLINE
+recv_slow(int fd, void *buf, size_t len, int flags)
 {
 	if (!LIBC_READY(recv)) {
 		errno = ENOSYS;
@@ -80,7 +105,14 @@ recv(int fd, void *buf, size_t len, int flags)
 }
 
 ssize_t
-send(int fd, const void *buf, size_t len, int flags)
+recv(int fd, void *buf, size_t len, int flags)
+{
+	PASS_THROUGH(recv, fd, fd, buf, len, flags);
+	return recv_slow(fd, buf, len, flags);
+}
+
+static ssize_t NOINLINE
+send_slow(int fd, const void *buf, size_t len, int flags)
 {
 	if (!LIBC_READY(send)) {
 		errno = ENOSYS;
@@ -92,7 +124,14 @@ send(int fd, const void *buf, size_t len, int flags)
 }
 
 ssize_t
-recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
+send(int fd, const void *buf, size_t len, int flags)
+{
+	PASS_THROUGH(send, fd, fd, buf, len, flags);
+	return send_slow(fd, buf, len, flags);
+}
+
+static ssize_t NOINLINE
+recvfrom_slow(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
 {
 	if (!LIBC_READY(recvfrom)) {
 		errno = ENOSYS;
@@ -106,7 +145,14 @@ recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, sockle
 }
 
 ssize_t
-sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
+recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
+{
+	PASS_THROUGH(recvfrom, fd, fd, buf, len, flags, from, fromlen);
+	return recvfrom_slow(fd, buf, len, flags, from, fromlen);
+}
+
+static ssize_t NOINLINE
+sendto_slow(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
 {
 	if (!LIBC_READY(sendto)) {
 		errno = ENOSYS;
@@ -115,6 +161,13 @@ sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to
 	if (!fd_is_owned(fd))
 		return libc.sendto(fd, buf, len, flags, to, tolen);
 	return owned_send(fd, buf, len, flags);	/* connected: the address is ignored, as by TCP */
+}
+
+ssize_t
+sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
+{
+	PASS_THROUGH(sendto, fd, fd, buf, len, flags, to, tolen);
+	return sendto_slow(fd, buf, len, flags, to, tolen);
 }
 
 /* Scatter: fill the first buffer (waiting if allowed), then the next ones
@@ -198,8 +251,8 @@ owned_writev(int fd, const struct iovec *iov, int iovcnt, int flags)
 	return done;
 }
 
-ssize_t
-readv(int fd, const struct iovec *iov, int iovcnt)
+static ssize_t NOINLINE
+readv_slow(int fd, const struct iovec *iov, int iovcnt)
 {
 	if (!LIBC_READY(readv)) {
 		errno = ENOSYS;
@@ -211,7 +264,14 @@ readv(int fd, const struct iovec *iov, int iovcnt)
 }
 
 ssize_t
-writev(int fd, const struct iovec *iov, int iovcnt)
+readv(int fd, const struct iovec *iov, int iovcnt)
+{
+	PASS_THROUGH(readv, fd, fd, iov, iovcnt);
+	return readv_slow(fd, iov, iovcnt);
+}
+
+static ssize_t NOINLINE
+writev_slow(int fd, const struct iovec *iov, int iovcnt)
 {
 	if (!LIBC_READY(writev)) {
 		errno = ENOSYS;
@@ -223,7 +283,14 @@ writev(int fd, const struct iovec *iov, int iovcnt)
 }
 
 ssize_t
-recvmsg(int fd, struct msghdr *msg, int flags)
+writev(int fd, const struct iovec *iov, int iovcnt)
+{
+	PASS_THROUGH(writev, fd, fd, iov, iovcnt);
+	return writev_slow(fd, iov, iovcnt);
+}
+
+static ssize_t NOINLINE
+recvmsg_slow(int fd, struct msghdr *msg, int flags)
 {
 	ssize_t r;
 
@@ -243,7 +310,14 @@ recvmsg(int fd, struct msghdr *msg, int flags)
 }
 
 ssize_t
-sendmsg(int fd, const struct msghdr *msg, int flags)
+recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	PASS_THROUGH(recvmsg, fd, fd, msg, flags);
+	return recvmsg_slow(fd, msg, flags);
+}
+
+static ssize_t NOINLINE
+sendmsg_slow(int fd, const struct msghdr *msg, int flags)
 {
 	if (!LIBC_READY(sendmsg)) {
 		errno = ENOSYS;
@@ -252,6 +326,13 @@ sendmsg(int fd, const struct msghdr *msg, int flags)
 	if (!fd_is_owned(fd))
 		return libc.sendmsg(fd, msg, flags);
 	return owned_writev(fd, msg->msg_iov, (int)msg->msg_iovlen, flags);
+}
+
+ssize_t
+sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	PASS_THROUGH(sendmsg, fd, fd, msg, flags);
+	return sendmsg_slow(fd, msg, flags);
 }
 
 /* sendfile(2) to a connection of ours: read the file, write through TLS.

@@ -56,7 +56,8 @@ struct libc_syms {
 	int (*gethostbyname2_r)(const char *, int, struct hostent *, char *, size_t, struct hostent **, int *);
 };
 
-extern struct libc_syms libc;
+/* hidden: the hooks reach it with one pc-relative load, not through the GOT */
+extern struct libc_syms libc __attribute__((visibility("hidden")));
 
 /* Resolve every symbol (before the shim drives a connection itself).  Safe
  * to call from any hook, any thread, any number of times. */

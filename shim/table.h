@@ -14,7 +14,7 @@ struct conn;
 /* The byte map is allocated by the first connection we own, so that a
  * process that never has one pays a single load and branch per call (and
  * no memory). */
-extern unsigned char *fd_owned;	/* FD_FAST_MAX bytes, or NULL */
+extern unsigned char *fd_owned __attribute__((visibility("hidden")));	/* FD_FAST_MAX bytes, or NULL */
 extern int fd_owned_high;	/* fds >= FD_FAST_MAX we own (rare) */
 extern int fd_owned_total;	/* all fds we own; 0 lets poll/select skip scanning */
 
@@ -31,6 +31,18 @@ fd_is_owned(int fd)
 	if (__builtin_expect((unsigned)fd < FD_FAST_MAX, 1))
 		return __atomic_load_n(&map[fd], __ATOMIC_RELAXED);
 	return fd >= 0 && __atomic_load_n(&fd_owned_high, __ATOMIC_RELAXED) && table_has_slow(fd);
+}
+
+/* The pass-through test of the data hooks: true when fd is certainly not
+ * ours.  False sends the hook to its out-of-line half, which asks
+ * fd_is_owned() (high and negative fds go there too). */
+static inline int
+fd_surely_not_owned(int fd)
+{
+	unsigned char *map = __atomic_load_n(&fd_owned, __ATOMIC_ACQUIRE);
+
+	return __builtin_expect(map == NULL, 1) ||
+	    ((unsigned)fd < FD_FAST_MAX && !__atomic_load_n(&map[fd], __ATOMIC_RELAXED));
 }
 
 /* Map fd to c (c gains a reference and an fd).  Returns 0, or -1/ENOMEM. */

@@ -15,11 +15,11 @@
 # of the per-round ratios (paired, so drift between rounds cancels).
 #
 # Settings (environment):
-#   BENCH_ROUNDS=5        rounds
+#   BENCH_ROUNDS=7        rounds
 #   BENCH_SIZE_MIB=256    bulk payload per run
 #   BENCH_RATE_CONNS=300  connections per rate run
 #   BENCH_COLD_RUNS=15    spawns per cold-start sample
-#   BENCH_TRUE_RUNS=500   spawns per /bin/true sample
+#   BENCH_TRUE_RUNS=1000  spawns per /bin/true sample
 #   BENCH_DD_COUNT=1000000  dd records per wall-time sample
 #   BENCH_IDLE_CONNS=1000 BENCH_ROW_CONNS=10000   memory rows
 #   BENCH_SHIM_ENV="NAME=VALUE ..."  extra settings for every shim run
@@ -39,11 +39,11 @@ cd "$TOP" || exit 1
 
 B=$BUILD/bench
 W=$B/run
-ROUNDS=${BENCH_ROUNDS:-5}
+ROUNDS=${BENCH_ROUNDS:-7}
 SIZE_MIB=${BENCH_SIZE_MIB:-256}
 RATE_N=${BENCH_RATE_CONNS:-300}
 COLD_N=${BENCH_COLD_RUNS:-15}
-TRUE_N=${BENCH_TRUE_RUNS:-500}
+TRUE_N=${BENCH_TRUE_RUNS:-1000}
 DD_COUNT=${BENCH_DD_COUNT:-1000000}
 IDLE_N=${BENCH_IDLE_CONNS:-1000}
 ROW_N=${BENCH_ROW_CONNS:-10000}

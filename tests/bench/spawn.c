@@ -8,8 +8,10 @@
  * replace in) this process's environment for that variant only (so
  * LD_PRELOAD applies to the child, never to spawn), the rest is the command.
  * The variants run interleaved: RUNS cycles, each cycle runs every variant
- * once, starting with a different variant each cycle, so a noisy neighbour
- * hits all variants alike. WARMUP untimed cycles first (default 2). Each run
+ * once, in a freshly shuffled order (fixed seed), so a noisy neighbour hits
+ * all variants alike and no variant always runs right after the same one: a
+ * heavy variant (say libssl preloaded) leaves cold caches and pages to free
+ * behind it, and a fixed rotation would bill that to its successor. WARMUP untimed cycles first (default 2). Each run
  * is timed with CLOCK_MONOTONIC from just before posix_spawnp to waitpid's
  * return; the child's stdout goes to /dev/null, stderr to ERRFILE (default
  * /dev/null). One line per variant:
@@ -129,9 +131,20 @@ int main(int argc, char **argv)
         posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0) != 0 ||
         posix_spawn_file_actions_addopen(&fa, 2, errfile, O_WRONLY | O_CREAT | O_APPEND, 0644) != 0)
         die(PROG, 1, "setup");
+    int *order = calloc((size_t)nv, sizeof *order);
+    if (!order)
+        die(PROG, 1, "calloc");
+    for (int k = 0; k < nv; k++)
+        order[k] = k;
+    unsigned long long rng = 0x9e3779b97f4a7c15ULL; /* xorshift64, fixed seed: runs are repeatable */
     for (long c = -warmup; c < runs; c++) {
+        for (int k = nv - 1; k > 0; k--) { /* Fisher-Yates */
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            int j = (int)(rng % (unsigned long long)(k + 1)), t = order[k];
+            order[k] = order[j], order[j] = t;
+        }
         for (int k = 0; k < nv; k++) {
-            int v = (int)(((c < 0 ? -c : c) + k) % nv);
+            int v = order[k];
             pid_t pid;
             int st;
             double t0 = now_s();

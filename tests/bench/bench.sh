@@ -9,13 +9,16 @@
 #   stunnel  plain.c talking plaintext to Debian's stunnel4 (client = yes,
 #            protocol = smtp, verifyChain = yes, checkHost) which does STARTTLS
 #   plain    plain.c against a plaintext sink: the network-path bound
-# The machine is noisy: every row is measured in BENCH_ROUNDS rounds, the
-# contenders alternate inside a round (order rotated each round), and each
-# cell is "median [min-max]" over the rounds; "shim / native" is the median
-# of the per-round ratios (paired, so drift between rounds cancels).
+# The machine is noisy: every row is measured in BENCH_ROUNDS rounds; in a
+# round the bulk and rate rows run BENCH_REPS passes, each pass running every
+# contender once back to back (order rotated pass by pass). Each cell is
+# "median [min-max]" over the passes; "shim / native" is the median of the
+# per-pass ratios (paired: runs seconds apart share the same noise, so drift
+# between passes cancels).
 #
 # Settings (environment):
 #   BENCH_ROUNDS=7        rounds
+#   BENCH_REPS=2          bulk and rate passes per round
 #   BENCH_SIZE_MIB=256    bulk payload per run
 #   BENCH_RATE_CONNS=300  connections per rate run
 #   BENCH_COLD_RUNS=15    spawns per cold-start sample
@@ -40,6 +43,7 @@ cd "$TOP" || exit 1
 B=$BUILD/bench
 W=$B/run
 ROUNDS=${BENCH_ROUNDS:-7}
+REPS=${BENCH_REPS:-2}
 SIZE_MIB=${BENCH_SIZE_MIB:-256}
 RATE_N=${BENCH_RATE_CONNS:-300}
 COLD_N=${BENCH_COLD_RUNS:-15}
@@ -208,12 +212,12 @@ bulk() {
     timeout 300 "${cmd[@]}" -m bulk -s "${SIZE_MIB}M" -w "$w" >"$W/out" 2>"$W/err"
     local rc=$? st1; st1=$(st_ticks)
     if [ $rc -ne 0 ]; then
-        failrun "bulk $c w=$w: exit $rc$([ $rc = 124 ] && echo ' (timed out)')"; rec "bulk$w" "$c" ERR; return
+        failrun "bulk $c w=$w: exit $rc$([ $rc = 124 ] && echo ' (timed out)')"; rec "bulk$w" "$c" ERR; rec "cpu$w" "$c" ERR; return
     fi
     line=$(new_lines "$log" "$n0" 1 | head -1)
     bytes=$(field bytes <<<"$line"); secs=$(field secs <<<"$line")
     if [ "$bytes" != $((SIZE_MIB * 1048576)) ] || { [ "$c" != plain ] && ! check_tls "$line"; }; then
-        echo "sink saw: $line" >"$W/err"; failrun "bulk $c w=$w: wrong bytes or cipher"; rec "bulk$w" "$c" ERR; return
+        echo "sink saw: $line" >"$W/err"; failrun "bulk $c w=$w: wrong bytes or cipher"; rec "bulk$w" "$c" ERR; rec "cpu$w" "$c" ERR; return
     fi
     rec "bulk$w" "$c" "$(awk -v s="$SIZE_MIB" -v t="$secs" 'BEGIN { printf "%.1f", s / t }')"
     # CPU time is far less disturbed by other load than wall time: the
@@ -311,7 +315,7 @@ truestart() {
 ddwall() {
     local -a names=(none) v=(-- dd if=/dev/zero of=/dev/null bs=64 count="$DD_COUNT")
     if [ $HAVE_SHIM = 1 ]; then names+=(shim); v+=(-- LD_PRELOAD="$SHIM_LIB" dd if=/dev/zero of=/dev/null bs=64 count="$DD_COUNT"); fi
-    spawnrow ddwall 5 "${names[@]}" "${v[@]}"
+    spawnrow ddwall 10 "${names[@]}" "${v[@]}"
 }
 
 # rotate the list by the round number so no contender always goes first
@@ -353,14 +357,16 @@ CONTS=(native plain)
 [ $HAVE_STUNNEL = 1 ] && CONTS+=(stunnel)
 for ((r = 1; r <= ROUNDS; r++)); do
     say "round $r/$ROUNDS ($(($(date +%s) - START)) s so far)"
-    for w in 512 4096 65536; do
-        BC=("${CONTS[@]}")
-        [ $HAVE_SHIM = 1 ] && [ $w = 512 ] && BC+=(shimc) # the opt-in coalescing mode
-        for c in $(rot "$r" "${BC[@]}"); do bulk "$c" "$w"; done
+    for ((p = r * REPS; p < (r + 1) * REPS; p++)); do
+        for w in 512 4096 65536; do
+            BC=("${CONTS[@]}")
+            [ $HAVE_SHIM = 1 ] && [ $w = 512 ] && BC+=(shimc) # the opt-in coalescing mode
+            for c in $(rot "$p" "${BC[@]}"); do bulk "$c" "$w"; done
+        done
+        for c in $(rot "$p" "${CONTS[@]}"); do rate full "$c"; done
+        RC=(native nativer); [ $HAVE_SHIM = 1 ] && RC+=(shim)
+        for c in $(rot "$p" "${RC[@]}"); do rate resume "$c"; done
     done
-    for c in $(rot "$r" "${CONTS[@]}"); do rate full "$c"; done
-    RC=(native nativer); [ $HAVE_SHIM = 1 ] && RC+=(shim)
-    for c in $(rot "$r" "${RC[@]}"); do rate resume "$c"; done
     cold      # these three interleave their variants run by run (spawn.c)
     truestart
     ddwall
@@ -530,7 +536,7 @@ else
         "$IRB per call (libc + kernel entry)" "$IRS" "–" "–" "–" "≤ 20 extra" "$(verdict "$IRX" "<=" 20)"
 fi
 f=$S/ddwall
-row 10 "Untracked fds: wall time of dd bs=64 count=$DD_COUNT, ms (5 runs per sample, interleaved)" \
+row 10 "Untracked fds: wall time of dd bs=64 count=$DD_COUNT, ms (10 runs per sample, interleaved)" \
     "$(cell "$f.none" 1 1000)" "$(shimcell withratio "$f.shim" "$f.none" 1 1000)" "–" "–" \
     "$(shimcell ratio_cell "$f.shim" "$f.none")" "≤ 1.02" \
     "$([ $HAVE_SHIM = 1 ] && verdict "$(ratio_med "$f.shim" "$f.none")" "<=" 1.02 || echo n/a)"
@@ -553,8 +559,8 @@ row 12 "Memory: RSS growth from the 1,000th to the ${ROW_N}th connection in a ro
     echo
     echo "Machine: $(nproc) CPUs, $(uname -sr), $(openssl version | cut -d' ' -f1-2), stunnel $( [ $HAVE_STUNNEL = 1 ] && "$ST_BIN" -version 2>&1 | sed -n 's/^stunnel \([0-9.]*\).*/\1/p' | head -1 || echo -)."
     echo "Load average (1/5/15 min) at start: $LOAD0; at end: $(cut -d' ' -f1-3 /proc/loadavg) -- anything above ~0.5 means other work shared the 2 CPUs."
-    echo "Command: \`make bench\` (tests/bench/bench.sh), BENCH_ROUNDS=$ROUNDS BENCH_SIZE_MIB=$SIZE_MIB BENCH_RATE_CONNS=$RATE_N; took $(($(date +%s) - START)) s."
-    echo "Cells: median [min–max] over $ROUNDS rounds, contenders alternating; (n×) = median of the per-round ratios to native (or to the no-preload baseline); \"shim ÷ native\" = median [min–max] of per-round ratios."
+    echo "Command: \`make bench\` (tests/bench/bench.sh), BENCH_ROUNDS=$ROUNDS BENCH_REPS=$REPS BENCH_SIZE_MIB=$SIZE_MIB BENCH_RATE_CONNS=$RATE_N; took $(($(date +%s) - START)) s."
+    echo "Cells: median [min–max] over $((ROUNDS * REPS)) passes ($ROUNDS rounds × $REPS) for the bulk and rate rows, over $ROUNDS rounds for the spawn rows (7, 8, 10; those alternate their variants spawn by spawn); contenders alternate inside a pass; (n×) = median of the per-pass ratios to native (or to the no-preload baseline); \"shim ÷ native\" = median [min–max] of the per-pass ratios."
     echo "Sink: TLS 1.3 only, TLS_AES_256_GCM_SHA384, X25519, RSA-2048 (every TLS run's sink log line is checked for these); native = hand-written OpenSSL client, shim = plain.c (no TLS code) under the shim, stunnel = plain.c → stunnel4 → sink, plain TCP = plain.c → plaintext sink."
     echo
     echo "| # | what is measured | native (the limit) | shim | stunnel | plain TCP | shim ÷ native | target (issue 5) | verdict |"

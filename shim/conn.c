@@ -345,27 +345,84 @@ nonblocking(int fd, int flags)
 	return (flags & MSG_DONTWAIT) || (libc.fcntl(fd, F_GETFL) & O_NONBLOCK);
 }
 
-/* Wait, without the lock, until fd is ready for `events` or the deadline
- * (ms, -1 none).  Returns 0, or -1 with errno (EINTR). */
+/* After poll() was interrupted by a signal: would the kernel have restarted
+ * the program's own blocking call?  It does when the handler was installed
+ * with SA_RESTART; poll() itself never restarts.  poll() cannot say which
+ * signal it was, so ask them all (a rare path: one sigaction() query per
+ * signal): restart only when every signal the program catches restarts. */
+static int
+restartable(void)
+{
+	struct sigaction sa;
+	int s;
+
+	for (s = 1; s < NSIG; s++) {
+		if (sigaction(s, NULL, &sa) != 0 || sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN)
+			continue;
+		if (!(sa.sa_flags & SA_RESTART))
+			return 0;
+	}
+	return 1;
+}
+
+/* Wait, without the lock, until fd is ready for `events`, the deadline
+ * (ms, -1 none) passes, or a signal interrupts the program's call as it
+ * would interrupt a plain socket's (see restartable()).  Returns 1 ready,
+ * 0 timed out, -1 with errno (EINTR). */
 static int
 wait_fd(struct conn *c, int fd, int events, long long deadline)
 {
 	struct pollfd p = { .fd = fd, .events = (short)events };
-	int timeout = -1, r;
+	int timeout, r;
 
-	if (deadline >= 0) {
-		long long left = deadline - now_ms();
-		timeout = left < 0 ? 0 : left > 1000000 ? 1000000 : (int)left;
-	}
 	pthread_mutex_unlock(&c->lock);
-	r = libc.poll(&p, 1, timeout);
+	do {
+		timeout = -1;
+		if (deadline >= 0) {
+			long long left = deadline - now_ms();
+
+			timeout = left < 0 ? 0 : left > 1000000 ? 1000000 : (int)left;
+		}
+		r = libc.poll(&p, 1, timeout);
+	} while (r < 0 && errno == EINTR && restartable());
+	pthread_mutex_lock(&c->lock);
+	return r < 0 ? -1 : r > 0;
+}
+
+/* A blocking read's wait for bytes, without the lock: in the kernel, as the
+ * program's own read() of a plain socket would wait, so that SA_RESTART,
+ * SO_RCVTIMEO and signals (alarm() timeouts) act exactly as they would.
+ * Returns 0 when there are bytes, EOF or an error to read through TLS, or
+ * -1 with the errno the program's read() would have seen (EINTR; EAGAIN
+ * once SO_RCVTIMEO passed; ECONNRESET...). */
+static int
+wait_readable(struct conn *c, int fd)
+{
+	char b;
+	ssize_t r;
+
+	pthread_mutex_unlock(&c->lock);
+	r = libc.recv(fd, &b, 1, MSG_PEEK);
 	pthread_mutex_lock(&c->lock);
 	return r < 0 ? -1 : 0;
 }
 
+/* The program's SO_SNDTIMEO as a deadline for a blocking write starting
+ * now (ms), or -1 when it has none. */
+static long long
+send_deadline(int fd)
+{
+	struct timeval tv;
+	socklen_t len = sizeof tv;
+
+	if (libc.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0))
+		return -1;
+	return now_ms() + tv.tv_sec * 1000LL + (tv.tv_usec + 999) / 1000;
+}
+
 /* Finish the upgrade if the caller may block; with the lock held.
  * Returns 0 when it is over, -1 with errno EAGAIN when it is not and the
- * caller must not block. */
+ * caller must not block, or EINTR when a signal interrupted it. */
 static int
 finish_upgrade(struct conn *c, int fd, int flags)
 {
@@ -376,14 +433,14 @@ finish_upgrade(struct conn *c, int fd, int flags)
 			errno = EAGAIN;
 			return -1;
 		}
-		if (wait_fd(c, fd, want, c->deadline) < 0 && errno != EINTR)
+		if (wait_fd(c, fd, want, c->deadline) < 0)
 			return -1;
 	}
 	return 0;
 }
 
 int
-conn_start(struct conn *c, int fd, int connect_rc)
+conn_start(struct conn *c, int fd, int connect_err)
 {
 	char err[256];
 	int r = 0;
@@ -397,20 +454,22 @@ conn_start(struct conn *c, int fd, int connect_rc)
 		refuse(c, fd, err);
 	else {
 		c->asked = 1;
-		if (connect_rc == 0)
+		if (connect_err == 0)
 			set_state(c, fd, CS_DIALOGUE);
-		if (!nonblocking(fd, 0)) {
-			int saved = errno;
-
-			while (finish_upgrade(c, fd, 0) != 0)
-				;	/* EINTR: keep going until the deadline */
-			errno = saved;
+		/* A blocking connect() returns once the upgrade is over.  If a
+		 * signal interrupts it (the kernel's connect, or our waits),
+		 * the program gets EINTR as from a plain socket; the upgrade
+		 * goes on at its next call on the fd. */
+		if (connect_err != EINTR && !nonblocking(fd, 0) && finish_upgrade(c, fd, 0) != 0) {
+			r = -1;
+			goto out;
 		}
 	}
-	if (connect_rc != 0 && c->state == CS_CONNECTING) {
-		errno = EINPROGRESS;
+	if (connect_err != 0 && c->state == CS_CONNECTING) {
+		errno = connect_err;
 		r = -1;
 	}
+out:
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -490,7 +549,8 @@ conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags)
 				r = -1;
 				goto out;
 			}
-			if (wait_fd(c, fd, rc == TLS_WANT_READ ? POLLIN : POLLOUT, -1) < 0) {
+			if ((rc == TLS_WANT_READ ? wait_readable(c, fd) :
+			    wait_fd(c, fd, POLLOUT, -1)) < 0) {
 				if (got > 0)
 					break;
 				r = -1;
@@ -534,7 +594,9 @@ static ssize_t
 tls_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
 {
 	size_t done = 0, n;
+	long long deadline = -2;	/* not looked up yet */
 	enum tls_rc rc;
+	int w;
 
 	while (done < len) {
 		c->tls_ops->set_fd(c->tls, fd);
@@ -558,8 +620,13 @@ tls_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
 				errno = EAGAIN;
 				return -1;
 			}
-			if (wait_fd(c, fd, rc == TLS_WANT_READ ? POLLIN : POLLOUT, -1) < 0)
+			if (deadline == -2)
+				deadline = send_deadline(fd);
+			if ((w = wait_fd(c, fd, rc == TLS_WANT_READ ? POLLIN : POLLOUT, deadline)) <= 0) {
+				if (w == 0)
+					errno = EAGAIN;	/* SO_SNDTIMEO passed */
 				return done > 0 ? (ssize_t)done : -1;
+			}
 			if (c->state != CS_READY) {	/* closed by another thread */
 				errno = EBADF;
 				return done > 0 ? (ssize_t)done : -1;

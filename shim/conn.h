@@ -73,10 +73,11 @@ void conn_ref(struct conn *c);
 /* Drop a reference; the last one frees the connection. */
 void conn_put(struct conn *c);
 
-/* connect() has started (rc 0 or EINPROGRESS) on fd: begin the upgrade.
- * Blocking sockets finish it here.  Returns what connect() must return
- * (0, or -1 with EINPROGRESS). */
-int conn_start(struct conn *c, int fd, int connect_rc);
+/* The kernel's connect() on fd returned 0 (connect_err 0) or -1 with
+ * connect_err EINPROGRESS or EINTR (the connection goes on either way):
+ * begin the upgrade.  Blocking sockets finish it here.  Returns what
+ * connect() must return (0, or -1 with EINPROGRESS or EINTR). */
+int conn_start(struct conn *c, int fd, int connect_err);
 /* Fail closed without connecting (a bad setting). */
 void conn_refuse_now(struct conn *c, const char *reason);
 

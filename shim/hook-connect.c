@@ -2,12 +2,14 @@
 #define _GNU_SOURCE
 #include "config.h"
 #include "conn.h"
+#include "hooks.h"
 #include "libc.h"
 #include "log.h"
 #include "table.h"
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 /* The watched-port rule for a TCP connect to sa, or NULL. */
@@ -66,11 +68,20 @@ connect(int fd, const struct sockaddr *sa, socklen_t len)
 		conn_put(c);
 		return rc;
 	}
+	/* A deferred (Fast Open) connect sends its SYN with the first write,
+	 * and the dialogue starts by reading the greeting: it would never
+	 * start.  Plain connect, then. */
+	(void)libc.setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &(int){ 0 }, sizeof(int));
 	rc = libc.connect(fd, sa, len);
-	if (rc != 0 && errno != EINPROGRESS) {
+	/* EINTR: a signal cut the wait short, but the kernel goes on
+	 * connecting; the program may find the socket connected later (poll,
+	 * SO_ERROR, a second connect() saying EISCONN).  It must be ours by
+	 * then, or its first write would go out in cleartext. */
+	if (rc != 0 && errno != EINPROGRESS && errno != EINTR) {
 		conn_put(c);
 		return rc;
 	}
+	rc = rc == 0 ? 0 : errno;
 	if (table_add(fd, c) != 0) {
 		/* Cannot track it: never let it run in cleartext. */
 		libc.shutdown(fd, SHUT_RDWR);
@@ -81,4 +92,17 @@ connect(int fd, const struct sockaddr *sa, socklen_t len)
 	rc = conn_start(c, fd, rc);
 	conn_put(c);
 	return rc;
+}
+
+int
+connect_fastopen(int fd, const struct sockaddr *to, socklen_t tolen)
+{
+	if (!LIBC_READY(connect) || !LIBC_READY(getsockopt)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	shim_init();
+	if (fd_is_owned(fd) || watched(fd, to, tolen) == NULL)
+		return -2;
+	return connect(fd, to, tolen);
 }

@@ -3,6 +3,7 @@
  * through conn_recv()/conn_send(). */
 #define _GNU_SOURCE
 #include "conn.h"
+#include "hooks.h"
 #include "libc.h"
 #include "table.h"
 
@@ -16,16 +17,23 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* Every hook below is split in two.  The exported half is all that a call
- * on an fd we do not own costs: load the real function, load the byte map,
- * tail-call libc, with no stack frame.  The _slow half, out of line, does
- * the rest: the first lookup of the real symbol and the fds we own. */
-#define NOINLINE __attribute__((noinline))
-#define PASS_THROUGH(sym, fd, ...) do { \
-	__typeof__(libc.sym) real_ = libc.sym; \
-	if (__builtin_expect(real_ != NULL, 1) && fd_surely_not_owned(fd)) \
-		return real_(__VA_ARGS__); \
-} while (0)
+/* TCP Fast Open: sendto()/sendmsg() with MSG_FASTOPEN and an address
+ * connect and send in one call, without connect(); to a watched port that
+ * would put the program's first bytes on the wire in cleartext.  Connect
+ * through our own hook instead.  Returns 0 when this is not such a call (go
+ * on as the kernel would), 1 when fd is now ours and connected, -1 when the
+ * connect failed or is not over (errno: EINPROGRESS on a non-blocking
+ * socket, as Fast Open without a cookie says too; EINTR...). */
+static int
+fastopen(int fd, const struct sockaddr *to, socklen_t tolen, int flags)
+{
+	int rc;
+
+	if (!(flags & MSG_FASTOPEN) || to == NULL)
+		return 0;
+	rc = connect_fastopen(fd, to, tolen);
+	return rc == -2 ? 0 : rc == 0 ? 1 : -1;
+}
 
 /* Run fn on fd's connection, or report EBADF if it vanished meanwhile. */
 static ssize_t
@@ -158,15 +166,23 @@ sendto_slow(int fd, const void *buf, size_t len, int flags, const struct sockadd
 		errno = ENOSYS;
 		return -1;
 	}
-	if (!fd_is_owned(fd))
-		return libc.sendto(fd, buf, len, flags, to, tolen);
-	return owned_send(fd, buf, len, flags);	/* connected: the address is ignored, as by TCP */
+	if (!fd_is_owned(fd)) {
+		switch (fastopen(fd, to, tolen, flags)) {
+		case 0:
+			return libc.sendto(fd, buf, len, flags, to, tolen);
+		case -1:
+			return -1;
+		}
+	}
+	/* connected: the address is ignored, as by TCP */
+	return owned_send(fd, buf, len, flags & ~MSG_FASTOPEN);
 }
 
 ssize_t
 sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
 {
-	PASS_THROUGH(sendto, fd, fd, buf, len, flags, to, tolen);
+	if (!(flags & MSG_FASTOPEN))
+		PASS_THROUGH(sendto, fd, fd, buf, len, flags, to, tolen);
 	return sendto_slow(fd, buf, len, flags, to, tolen);
 }
 
@@ -323,15 +339,22 @@ sendmsg_slow(int fd, const struct msghdr *msg, int flags)
 		errno = ENOSYS;
 		return -1;
 	}
-	if (!fd_is_owned(fd))
-		return libc.sendmsg(fd, msg, flags);
-	return owned_writev(fd, msg->msg_iov, (int)msg->msg_iovlen, flags);
+	if (!fd_is_owned(fd)) {
+		switch (fastopen(fd, msg->msg_name, msg->msg_namelen, flags)) {
+		case 0:
+			return libc.sendmsg(fd, msg, flags);
+		case -1:
+			return -1;
+		}
+	}
+	return owned_writev(fd, msg->msg_iov, (int)msg->msg_iovlen, flags & ~MSG_FASTOPEN);
 }
 
 ssize_t
 sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	PASS_THROUGH(sendmsg, fd, fd, msg, flags);
+	if (!(flags & MSG_FASTOPEN))
+		PASS_THROUGH(sendmsg, fd, fd, msg, flags);
 	return sendmsg_slow(fd, msg, flags);
 }
 

@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -29,6 +31,8 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -907,6 +911,429 @@ t_partial_write(void)
 	return 0;
 }
 
+
+/* ------------------------------------------------ signals and timeouts --
+ * A blocking call on a plain socket is restarted after a signal handler
+ * installed with SA_RESTART, interrupted (EINTR) after one without, and
+ * gives up after SO_RCVTIMEO / SO_SNDTIMEO.  Each check runs the same
+ * steps on PLAIN-PORT (the kernel's own behaviour, so the expectation is
+ * checked too) and then on an upgraded connection. */
+
+static volatile sig_atomic_t caught;
+
+static void
+on_usr1(int sig)
+{
+	(void)sig;
+	caught++;
+}
+
+static void
+catch_usr1(int restart)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_usr1;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = restart ? SA_RESTART : 0;
+	sigaction(SIGUSR1, &sa, NULL);
+	caught = 0;
+}
+
+/* A thread that sends SIGUSR1 to `target` after each delay, then
+ * (optionally) writes `line` on fd. */
+struct poke {
+	pthread_t target, self;
+	int ms[4], n, fd;
+	const char *line;
+};
+
+static void *
+poker(void *arg)
+{
+	struct poke *p = arg;
+	int i;
+
+	for (i = 0; i < p->n; i++) {
+		usleep((useconds_t)p->ms[i] * 1000);
+		pthread_kill(p->target, SIGUSR1);
+	}
+	if (p->line != NULL) {
+		usleep(150000);
+		(void)say(p->fd, p->line);
+	}
+	return NULL;
+}
+
+static void
+poke_start(struct poke *p, int fd, const char *line, int n, int ms)
+{
+	int i;
+
+	p->target = pthread_self();
+	p->fd = fd;
+	p->line = line;
+	p->n = n;
+	for (i = 0; i < n; i++)
+		p->ms[i] = ms;
+	pthread_create(&p->self, NULL, poker, p);
+}
+
+static int
+read_restart_on(const char *port)
+{
+	char buf[256];
+	struct poke pk;
+	ssize_t n;
+	int fd = greeted(port);
+
+	CHECK(fd >= 0, "%s: %s", port, why);
+	catch_usr1(1);
+	poke_start(&pk, fd, "NOOP\r\n", 2, 150);
+	n = read(fd, buf, sizeof buf - 1);	/* blocks until the poker's NOOP is answered */
+	pthread_join(pk.self, NULL);
+	CHECK(n > 0, "port %s: read() with SA_RESTART signals: %zd (%s)", port, n, n < 0 ? strerror(errno) : "EOF");
+	CHECK(caught == 2, "port %s: %d signals caught, 2 sent", port, (int)caught);
+	close(fd);
+	return 0;
+}
+
+static int
+t_read_sa_restart(void)
+{
+	return read_restart_on(p_plain) || read_restart_on(p_tls);
+}
+
+static int
+read_eintr_on(const char *port)
+{
+	struct poke pk;
+	char buf[256];
+	long long t0, took;
+	ssize_t n;
+	int fd = greeted(port), e;
+
+	CHECK(fd >= 0, "%s: %s", port, why);
+	catch_usr1(0);
+	t0 = now_ms();
+	poke_start(&pk, fd, NULL, 1, 200);
+	n = read(fd, buf, sizeof buf);
+	e = errno;
+	took = now_ms() - t0;
+	pthread_join(pk.self, NULL);
+	CHECK(n == -1 && e == EINTR, "port %s: read() with a signal (no SA_RESTART): %zd (%s)", port, n,
+	    n < 0 ? strerror(e) : "data");
+	CHECK(took < 3000, "port %s: EINTR after %lld ms", port, took);
+	CHECK(say(fd, "NOOP\r\n") == 0 && reply(fd, buf, sizeof buf) > 0, "port %s: after EINTR: %s", port, why);
+	close(fd);
+	return 0;
+}
+
+static int
+t_read_eintr(void)
+{
+	return read_eintr_on(p_plain) || read_eintr_on(p_tls);
+}
+
+static int
+rcvtimeo_on(const char *port)
+{
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 300000 };
+	char buf[256];
+	long long t0, took;
+	ssize_t n;
+	int fd = greeted(port), e;
+
+	CHECK(fd >= 0, "%s: %s", port, why);
+	CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0, "SO_RCVTIMEO: %s", strerror(errno));
+	t0 = now_ms();
+	n = read(fd, buf, sizeof buf);
+	e = errno;
+	took = now_ms() - t0;
+	CHECK(n == -1 && (e == EAGAIN || e == EWOULDBLOCK), "port %s: read() past SO_RCVTIMEO: %zd (%s)", port, n,
+	    n < 0 ? strerror(e) : "data");
+	CHECK(took >= 250 && took < 3000, "port %s: gave up after %lld ms (SO_RCVTIMEO 300 ms)", port, took);
+	CHECK(say(fd, "NOOP\r\n") == 0 && reply(fd, buf, sizeof buf) > 0, "port %s: after the timeout: %s", port, why);
+	close(fd);
+	return 0;
+}
+
+static int
+t_read_rcvtimeo(void)
+{
+	return rcvtimeo_on(p_plain) || rcvtimeo_on(p_tls);
+}
+
+/* SO_SNDTIMEO: the server stops reading (SLEEP, inside TLS only), a 16 MiB
+ * blocking write returns what went out once the send buffer stays full. */
+static int
+t_write_sndtimeo(void)
+{
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 300000 };
+	size_t len = 16u << 20;
+	char *big = malloc(len);
+	long long t0, took;
+	ssize_t n;
+	int fd = greeted(p_tls), e;
+
+	CHECK(fd >= 0 && big != NULL, "%s", why);
+	memset(big, 'z', len);
+	CHECK(say(fd, "SLEEP 4\r\n") == 0, "%s", why);
+	CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0, "SO_SNDTIMEO: %s", strerror(errno));
+	t0 = now_ms();
+	n = write(fd, big, len);
+	e = errno;
+	took = now_ms() - t0;
+	free(big);
+	CHECK(n > 0 && (size_t)n < len, "16 MiB write to a peer that does not read, SO_SNDTIMEO 300 ms: %zd (%s)", n,
+	    n < 0 ? strerror(e) : "all of it");
+	CHECK(took >= 250 && took < 3000, "returned after %lld ms", took);
+	close(fd);
+	return 0;
+}
+
+/* A blocking connect() whose upgrade waits for a late greeting (DELAY-PORT,
+ * 0.5 s), signalled at 200 ms. */
+static int
+connect_signal(int restart, int *rc, int *err, long long *took, int *fdp)
+{
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai;
+	struct poke pk;
+	long long t0;
+	int fd;
+
+	CHECK(getaddrinfo(host, p_delay, &hints, &ai) == 0, "getaddrinfo");
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	catch_usr1(restart);
+	poke_start(&pk, fd, NULL, 1, 200);
+	t0 = now_ms();
+	*rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+	*err = errno;
+	*took = now_ms() - t0;
+	pthread_join(pk.self, NULL);
+	freeaddrinfo(ai);
+	*fdp = fd;
+	return 0;
+}
+
+static int
+t_connect_sa_restart(void)
+{
+	char buf[256];
+	long long took;
+	int rc, err, fd;
+
+	if (connect_signal(1, &rc, &err, &took, &fd))
+		return 1;
+	CHECK(rc == 0, "blocking connect, SA_RESTART signal during the upgrade: %s", strerror(err));
+	CHECK(took >= 400 && caught == 1, "connect returned after %lld ms, %d signals", took, (int)caught);
+	CHECK(reply(fd, buf, sizeof buf) == 220 && strstr(buf, "starttls-shim"), "greeting: %s", buf);
+	CHECK(noop_ok(fd), "NOOP: %s", why);
+	close(fd);
+	return 0;
+}
+
+/* After EINTR the program waits for the connection as CPython does (poll
+ * for POLLOUT, SO_ERROR), then talks: still through the shim. */
+static int
+after_eintr(int fd)
+{
+	char buf[256];
+	socklen_t sl = sizeof(int);
+	int soerr = -1;
+
+	CHECK(wait_for(fd, POLLOUT, 10000) & POLLOUT, "never writable after EINTR");
+	CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0, "SO_ERROR %d", soerr);
+	CHECK(reply(fd, buf, sizeof buf) == 220, "greeting: %s", why);
+	CHECK(strstr(buf, "starttls-shim") != NULL, "greeting not from the shim (the fd went untracked): %s", buf);
+	CHECK(noop_ok(fd), "NOOP (slowsmtp answers 250 inside TLS only): %s", why);
+	return 0;
+}
+
+static int
+t_connect_eintr_upgrade(void)
+{
+	long long took;
+	int rc, err, fd;
+
+	if (connect_signal(0, &rc, &err, &took, &fd))
+		return 1;
+	CHECK(rc == -1 && err == EINTR, "blocking connect, signal (no SA_RESTART) during the upgrade: %d (%s)", rc,
+	    rc ? strerror(err) : "connected");
+	CHECK(took < 450, "EINTR after %lld ms", took);
+	if (after_eintr(fd))
+		return 1;
+	close(fd);
+	return 0;
+}
+
+/* The kernel's own connect() interrupted: CLOSED-PORT gets a listener whose
+ * accept queue is full (backlog 0 and one queued connection), so the
+ * program's SYN is dropped and its blocking connect() waits in the kernel
+ * until the signal.  The queue is then drained and the connection, once the
+ * SYN is retried (~1 s), relayed to TLS-PORT.  Listener, filler and relay
+ * use the raw connect system call, which the shim does not see. */
+struct stall {
+	int lfd, filler;
+	pthread_t target;
+};
+
+static int
+raw_dial(const char *port)
+{
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai;
+	int fd;
+
+	if (getaddrinfo(host, port, &hints, &ai) != 0)
+		return -1;
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd >= 0 && syscall(SYS_connect, fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	return fd;
+}
+
+static void *
+stall_then_relay(void *arg)
+{
+	struct stall *st = arg;
+	struct pollfd p[2];
+	char buf[16384];
+	int a, up, i;
+	ssize_t n;
+
+	usleep(200000);
+	pthread_kill(st->target, SIGUSR1);
+	usleep(200000);
+	close(accept(st->lfd, NULL, NULL));	/* the filler */
+	close(st->filler);
+	listen(st->lfd, 16);
+	if ((a = accept(st->lfd, NULL, NULL)) < 0 || (up = raw_dial(p_tls)) < 0)
+		return NULL;
+	p[0] = (struct pollfd){ .fd = a, .events = POLLIN };
+	p[1] = (struct pollfd){ .fd = up, .events = POLLIN };
+	while (poll(p, 2, 15000) > 0) {
+		for (i = 0; i < 2; i++) {
+			if (!p[i].revents)
+				continue;
+			if ((n = read(p[i].fd, buf, sizeof buf)) <= 0 || write(p[!i].fd, buf, (size_t)n) != n)
+				goto out;
+		}
+	}
+out:
+	close(a);
+	close(up);
+	return NULL;
+}
+
+static int
+t_connect_eintr_kernel(void)
+{
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai;
+	struct stall st;
+	pthread_t th;
+	int one = 1, fd, rc, err;
+
+	CHECK(getaddrinfo(host, p_closed, &hints, &ai) == 0, "getaddrinfo");
+	st.lfd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(st.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	CHECK(bind(st.lfd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(st.lfd, 0) == 0, "listen on %s: %s", p_closed,
+	    strerror(errno));
+	CHECK((st.filler = raw_dial(p_closed)) >= 0, "filler: %s", strerror(errno));
+	st.target = pthread_self();
+	catch_usr1(0);
+	pthread_create(&th, NULL, stall_then_relay, &st);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+	err = errno;
+	freeaddrinfo(ai);
+	CHECK(rc == -1 && err == EINTR, "blocking connect to a full accept queue, signalled: %d (%s)", rc,
+	    rc ? strerror(err) : "connected");
+	if (after_eintr(fd))
+		return 1;
+	close(fd);
+	pthread_join(th, NULL);
+	return 0;
+}
+
+
+/* ------------------------------------------------------ TCP Fast Open --
+ * sendto()/sendmsg() with MSG_FASTOPEN connect and send in one call, and
+ * TCP_FASTOPEN_CONNECT makes connect() return before the handshake: neither
+ * may put the program's first bytes on the wire in cleartext.  The program
+ * sends NOOP before reading anything; under the shim it must read our
+ * greeting, then the NOOP's 250 (slowsmtp answers 500 outside TLS). */
+static int
+fastopen_outcome(int fd)
+{
+	char buf[256];
+
+	CHECK(reply(fd, buf, sizeof buf) == 220 && strstr(buf, "starttls-shim"), "greeting: %s", buf);
+	CHECK(reply(fd, buf, sizeof buf) == 250, "NOOP sent with the connection: %s", buf);
+	close(fd);
+	return 0;
+}
+
+static int
+fastopen_addr(struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai;
+
+	if (getaddrinfo(host, p_tls, &hints, &ai) != 0)
+		return -1;
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	*len = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
+}
+
+static int
+t_fastopen_sendto(void)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	ssize_t n;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	CHECK(fastopen_addr(&ss, &sl) == 0, "getaddrinfo");
+	n = sendto(fd, "NOOP\r\n", 6, MSG_FASTOPEN, (struct sockaddr *)&ss, sl);
+	CHECK(n == 6, "sendto(MSG_FASTOPEN): %zd (%s)", n, n < 0 ? strerror(errno) : "short");
+	return fastopen_outcome(fd);
+}
+
+static int
+t_fastopen_sendmsg(void)
+{
+	struct sockaddr_storage ss;
+	struct iovec iov[2] = { { "NO", 2 }, { "OP\r\n", 4 } };
+	struct msghdr m = { .msg_name = &ss, .msg_iov = iov, .msg_iovlen = 2 };
+	ssize_t n;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	CHECK(fastopen_addr(&ss, &m.msg_namelen) == 0, "getaddrinfo");
+	n = sendmsg(fd, &m, MSG_FASTOPEN);
+	CHECK(n == 6, "sendmsg(MSG_FASTOPEN): %zd (%s)", n, n < 0 ? strerror(errno) : "short");
+	return fastopen_outcome(fd);
+}
+
+static int
+t_fastopen_connect(void)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	CHECK(fastopen_addr(&ss, &sl) == 0, "getaddrinfo");
+	if (setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &one, sizeof one) != 0)
+		SKIP("TCP_FASTOPEN_CONNECT: %s", strerror(errno));
+	CHECK(connect(fd, (struct sockaddr *)&ss, sl) == 0, "connect: %s", strerror(errno));
+	CHECK(say(fd, "NOOP\r\n") == 0, "%s", why);
+	return fastopen_outcome(fd);
+}
+
 /* ------------------------------------------------------------------ main */
 static const struct {
 	const char *name;
@@ -939,6 +1366,16 @@ static const struct {
 	{ "call-exec-cloexec", t_exec },
 	{ "call-threads-dup-close", t_threads },
 	{ "call-threads-duplex", t_duplex },
+	{ "call-read-sa-restart", t_read_sa_restart },
+	{ "call-read-eintr", t_read_eintr },
+	{ "call-read-so-rcvtimeo", t_read_rcvtimeo },
+	{ "call-write-so-sndtimeo", t_write_sndtimeo },
+	{ "call-connect-sa-restart-upgrade", t_connect_sa_restart },
+	{ "call-connect-eintr-upgrade", t_connect_eintr_upgrade },
+	{ "call-connect-eintr-kernel", t_connect_eintr_kernel },
+	{ "call-fastopen-sendto", t_fastopen_sendto },
+	{ "call-fastopen-sendmsg", t_fastopen_sendmsg },
+	{ "call-fastopen-connect", t_fastopen_connect },
 };
 
 int

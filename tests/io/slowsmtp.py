@@ -13,6 +13,8 @@ Inside TLS: EHLO -> 250 (no STARTTLS), NOOP/RSET/MAIL/RCPT -> 250, DATA ->
 354 ... "." -> 250, QUIT -> 221 and close; for the I/O tests:
   TWICE  -> "250 one\r\n250 two\r\n" in one write (one TLS record)
   BIG N  -> N lines "250-" + 94 x "x", then "250 end": 100 * N + 9 bytes
+  SLEEP S -> reads nothing for S seconds (the client's writes back up),
+            then "250 slept"
 Anything else -> 500.  Port 0 picks a free port.  Writes the port to
 --ready-file once listening.  asyncio, stdlib only.
 """
@@ -48,6 +50,9 @@ async def serve(args):
                     writer.write(b"250-slow.test\r\n250-PIPELINING\r\n" + last)
                 elif cmd == b"TWICE" and tls:
                     writer.write(b"250 one\r\n250 two\r\n")
+                elif cmd.startswith(b"SLEEP ") and tls:
+                    await asyncio.sleep(float(cmd[6:]))
+                    writer.write(b"250 slept\r\n")
                 elif cmd.startswith(b"BIG ") and tls:
                     writer.write((b"250-" + b"x" * 94 + b"\r\n") * int(cmd[4:]) + b"250 end\r\n")
                 elif cmd == b"STARTTLS" and not tls and not args.no_starttls:

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -800,6 +801,35 @@ conn_poll_before(struct conn *c, int fd, short events, short *kevents)
 		*kevents |= c->wr_wants_read ? POLLIN : POLLOUT;	/* keep flushing */
 	pthread_mutex_unlock(&c->lock);
 	return now;
+}
+
+int
+conn_inq(struct conn *c, int fd, int *out)
+{
+	size_t n = 0, got;
+	char one;
+
+	pthread_mutex_lock(&c->lock);
+	if (upgrading(c))
+		(void)drive(c, fd, 0);
+	if (c->state == CS_PLAIN) {
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	n = c->give.len;
+	if (c->state == CS_READY) {
+		c->tls_ops->set_fd(c->tls, fd);
+		/* A record in the socket but not yet decrypted: a peek opens
+		 * it (a ticket or key update holds no data). */
+		if (c->tls_ops->pending(c->tls) == 0 &&
+		    c->tls_ops->read(c->tls, &one, 1, &got, 1) == TLS_OK && got == 1 &&
+		    c->tls_ops->pending(c->tls) == 0)
+			n++;
+		n += c->tls_ops->pending(c->tls);
+	}
+	pthread_mutex_unlock(&c->lock);
+	*out = n > INT_MAX ? INT_MAX : (int)n;
+	return 1;
 }
 
 short

@@ -109,6 +109,9 @@ int conn_shutdown(struct conn *c, int fd, int how);
 /* getpeername() for a refused connection (its TCP is already shut):
  * 1 and the address the program connected to, else 0. */
 int conn_peer(struct conn *c, struct sockaddr *sa, socklen_t *len);
+/* ioctl(FIONREAD): 1 and *n = the bytes a read() would return without
+ * waiting; 0 when the kernel answers (a plain connection). */
+int conn_inq(struct conn *c, int fd, int *n);
 /* getsockopt(SO_ERROR): 1 and *err filled when the shim answers. */
 int conn_so_error(struct conn *c, int fd, int *err);
 /* fork() happened: nobody may send close_notify on close any more.  In the

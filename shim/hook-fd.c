@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -258,5 +259,33 @@ getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		return libc.getsockopt(fd, level, name, val, len);
 	*(int *)val = err;
 	*len = sizeof(int);
+	return 0;
+}
+
+/* ioctl(FIONREAD) on a connection of ours: the bytes a read() would return
+ * now, not the encrypted bytes in the socket.  Every other request is the
+ * kernel's. */
+int
+ioctl(int fd, unsigned long req, ...)
+{
+	struct conn *c;
+	va_list ap;
+	void *arg;
+	int n, r;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	if (!LIBC_READY(ioctl)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (req != FIONREAD || !fd_is_owned(fd) || (c = table_get(fd)) == NULL)
+		return libc.ioctl(fd, req, arg);
+	r = conn_inq(c, fd, &n);
+	conn_put(c);
+	if (r == 0)
+		return libc.ioctl(fd, req, arg);
+	*(int *)arg = n;
 	return 0;
 }

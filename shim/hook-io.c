@@ -5,6 +5,7 @@
 #include "conn.h"
 #include "hooks.h"
 #include "libc.h"
+#include "log.h"
 #include "table.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 /* TCP Fast Open: sendto()/sendmsg() with MSG_FASTOPEN and an address
@@ -332,6 +334,34 @@ recvmsg(int fd, struct msghdr *msg, int flags)
 	return recvmsg_slow(fd, msg, flags);
 }
 
+/* An upgraded socket must not leave the process: passed with SCM_RIGHTS it
+ * would be written there without its TLS session, in cleartext.  Logs and
+ * returns 1 when msg carries one of ours. */
+static int
+passes_ours(const struct msghdr *msg)
+{
+	struct cmsghdr *cm;
+	size_t i, n;
+	int fd;
+
+	if (msg == NULL || msg->msg_control == NULL || __atomic_load_n(&fd_owned_total, __ATOMIC_RELAXED) == 0)
+		return 0;
+	for (cm = CMSG_FIRSTHDR(msg); cm != NULL; cm = CMSG_NXTHDR((struct msghdr *)msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len < CMSG_LEN(0))
+			continue;
+		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof fd;
+		for (i = 0; i < n; i++) {
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof fd, sizeof fd);
+			if (fd_is_owned(fd)) {
+				log_warn("refusing to pass fd %d (a TLS connection) to another process: "
+				    "its TLS session cannot go along", fd);
+				return 1;
+			}
+		}
+	}
+	return 0;
+}
+
 static ssize_t NOINLINE
 sendmsg_slow(int fd, const struct msghdr *msg, int flags)
 {
@@ -339,6 +369,12 @@ sendmsg_slow(int fd, const struct msghdr *msg, int flags)
 		errno = ENOSYS;
 		return -1;
 	}
+	if (passes_ours(msg)) {
+		errno = EPERM;
+		return -1;
+	}
+	if (msg == NULL)
+		return libc.sendmsg(fd, msg, flags);	/* EFAULT, from the kernel */
 	if (!fd_is_owned(fd)) {
 		switch (fastopen(fd, msg->msg_name, msg->msg_namelen, flags)) {
 		case 0:
@@ -353,10 +389,130 @@ sendmsg_slow(int fd, const struct msghdr *msg, int flags)
 ssize_t
 sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	if (!(flags & MSG_FASTOPEN))
+	if (!(flags & MSG_FASTOPEN) && (msg == NULL || msg->msg_controllen == 0))
 		PASS_THROUGH(sendmsg, fd, fd, msg, flags);
 	return sendmsg_slow(fd, msg, flags);
 }
+
+/* sendmmsg/recvmmsg: message by message, as the kernel does for a stream
+ * socket.  The timeout of recvmmsg is checked between messages, as by the
+ * kernel. */
+int
+sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+	unsigned int i;
+	ssize_t r;
+	size_t want;
+	int k;
+
+	if (!LIBC_READY(sendmmsg)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	for (i = 0; vec != NULL && i < vlen && i < UIO_MAXIOV; i++)
+		if (passes_ours(&vec[i].msg_hdr)) {
+			errno = EPERM;
+			return -1;
+		}
+	if (!fd_is_owned(fd) || vec == NULL)
+		return libc.sendmmsg(fd, vec, vlen, flags);
+	if (vlen > UIO_MAXIOV)
+		vlen = UIO_MAXIOV;
+	for (i = 0; i < vlen; i++) {
+		r = owned_writev(fd, vec[i].msg_hdr.msg_iov, (int)vec[i].msg_hdr.msg_iovlen, flags);
+		if (r < 0)
+			return i > 0 ? (int)i : -1;
+		vec[i].msg_len = (unsigned int)r;
+		for (want = 0, k = 0; k < (int)vec[i].msg_hdr.msg_iovlen; k++)
+			want += vec[i].msg_hdr.msg_iov[k].iov_len;
+		if ((size_t)r < want)
+			return (int)i + 1;
+	}
+	return (int)vlen;
+}
+
+int
+recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout)
+{
+	struct timespec end = { 0, 0 }, now;
+	unsigned int i;
+	ssize_t r;
+
+	if (!LIBC_READY(recvmmsg)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd) || vec == NULL)
+		return libc.recvmmsg(fd, vec, vlen, flags, timeout);
+	if (timeout != NULL) {
+		clock_gettime(CLOCK_MONOTONIC, &end);
+		end.tv_sec += timeout->tv_sec;
+		if ((end.tv_nsec += timeout->tv_nsec) >= 1000000000L)
+			end.tv_sec++, end.tv_nsec -= 1000000000L;
+	}
+	if (vlen > UIO_MAXIOV)
+		vlen = UIO_MAXIOV;
+	for (i = 0; i < vlen; i++) {
+		int f = flags & ~MSG_WAITFORONE;
+
+		if (i > 0 && (flags & MSG_WAITFORONE))
+			f |= MSG_DONTWAIT;
+		r = owned_readv(fd, vec[i].msg_hdr.msg_iov, (int)vec[i].msg_hdr.msg_iovlen, f);
+		if (r < 0)
+			return i > 0 ? (int)i : -1;
+		vec[i].msg_len = (unsigned int)r;
+		vec[i].msg_hdr.msg_namelen = 0;
+		vec[i].msg_hdr.msg_controllen = 0;
+		vec[i].msg_hdr.msg_flags = 0;
+		if (r == 0)
+			return (int)i + 1;	/* end of stream */
+		if (timeout != NULL) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec))
+				return (int)i + 1;
+		}
+	}
+	return (int)vlen;
+}
+
+/* preadv2/pwritev2 at offset -1 are readv/writev with flags, for sockets
+ * too; any other offset is ESPIPE on a socket, as from the kernel. */
+ssize_t
+preadv2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags)
+{
+	if (!LIBC_READY(preadv2)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.preadv2(fd, iov, iovcnt, offset, flags);
+	if (offset != -1) {
+		errno = ESPIPE;
+		return -1;
+	}
+	return owned_readv(fd, iov, iovcnt, (flags & RWF_NOWAIT) ? MSG_DONTWAIT : 0);
+}
+
+ssize_t
+pwritev2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags)
+{
+	if (!LIBC_READY(pwritev2)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!fd_is_owned(fd))
+		return libc.pwritev2(fd, iov, iovcnt, offset, flags);
+	if (offset != -1) {
+		errno = ESPIPE;
+		return -1;
+	}
+	return owned_writev(fd, iov, iovcnt, (flags & RWF_NOWAIT) ? MSG_DONTWAIT : 0);
+}
+
+ssize_t preadv64v2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags)
+    __attribute__((alias("preadv2")));
+ssize_t pwritev64v2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags)
+    __attribute__((alias("pwritev2")));
 
 /* sendfile(2) to a connection of ours: read the file, write through TLS.
  * Bytes read but not sent are given back (offset or file position), so a

@@ -41,6 +41,11 @@ resolve(void)
 	SYM(sendto);
 	SYM(recvmsg);
 	SYM(sendmsg);
+	SYM(recvmmsg);
+	SYM(sendmmsg);
+	SYM(preadv2);
+	SYM(pwritev2);
+	SYM(ioctl);
 	SYM(readv);
 	SYM(writev);
 	SYM(sendfile);

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/sendfile.h>
@@ -33,6 +34,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1334,6 +1336,120 @@ t_fastopen_connect(void)
 	return fastopen_outcome(fd);
 }
 
+
+/* --------------------------------------------- the rarer data calls --
+ * Each must go through TLS (or be refused), never around it: a bypass
+ * would put cleartext into the TLS stream (and on the wire). */
+static int
+t_sendmmsg(void)
+{
+	char buf[256];
+	struct iovec a[2] = { { "NO", 2 }, { "OP\r\n", 4 } }, b[1] = { { "NOOP\r\n", 6 } };
+	struct mmsghdr m[2];
+	int fd = greeted(p_tls), n;
+
+	CHECK(fd >= 0, "%s", why);
+	memset(m, 0, sizeof m);
+	m[0].msg_hdr.msg_iov = a, m[0].msg_hdr.msg_iovlen = 2;
+	m[1].msg_hdr.msg_iov = b, m[1].msg_hdr.msg_iovlen = 1;
+	n = sendmmsg(fd, m, 2, 0);
+	CHECK(n == 2 && m[0].msg_len == 6 && m[1].msg_len == 6, "sendmmsg: %d (%s), lengths %u %u", n,
+	    n < 0 ? strerror(errno) : "ok", m[0].msg_len, m[1].msg_len);
+	CHECK(reply(fd, buf, sizeof buf) == 250 && reply(fd, buf, sizeof buf) == 250, "two NOOPs: %s", why);
+	close(fd);
+	return 0;
+}
+
+static int
+t_recvmmsg(void)
+{
+	char one[9], rest[64];
+	struct iovec a = { one, sizeof one }, b = { rest, sizeof rest };
+	struct mmsghdr m[2];
+	int fd = greeted(p_tls), n;
+
+	CHECK(fd >= 0, "%s", why);
+	CHECK(say(fd, "TWICE\r\n") == 0, "%s", why);
+	CHECK(wait_for(fd, POLLIN, 5000) & POLLIN, "no reply");
+	memset(m, 0, sizeof m);
+	m[0].msg_hdr.msg_iov = &a, m[0].msg_hdr.msg_iovlen = 1;
+	m[1].msg_hdr.msg_iov = &b, m[1].msg_hdr.msg_iovlen = 1;
+	n = recvmmsg(fd, m, 2, 0, NULL);
+	CHECK(n >= 1 && m[0].msg_len == 9 && memcmp(one, "250 one\r\n", 9) == 0, "recvmmsg: %d (%s) '%.9s'", n,
+	    n < 0 ? strerror(errno) : "ok", one);
+	if (n == 2)
+		CHECK(m[1].msg_len == 9 && memcmp(rest, "250 two\r\n", 9) == 0, "second message '%.*s'",
+		    (int)m[1].msg_len, rest);
+	else
+		CHECK(reply(fd, rest, sizeof rest) == 250 && strcmp(rest, "250 two\r\n") == 0, "then: %s", rest);
+	close(fd);
+	return 0;
+}
+
+static int
+t_preadv2_pwritev2(void)
+{
+	char buf[64] = "";
+	struct iovec w = { "NOOP\r\n", 6 }, r = { buf, sizeof buf - 1 };
+	ssize_t n;
+	int fd = greeted(p_tls);
+
+	CHECK(fd >= 0, "%s", why);
+	n = pwritev2(fd, &w, 1, 0, 0);
+	CHECK(n == -1 && errno == ESPIPE, "pwritev2 at offset 0 on a socket: %zd (%s)", n, n < 0 ? strerror(errno) : "sent");
+	n = pwritev2(fd, &w, 1, -1, 0);
+	CHECK(n == 6, "pwritev2 at the current position: %zd (%s)", n, n < 0 ? strerror(errno) : "short");
+	n = preadv2(fd, &r, 1, -1, 0);
+	CHECK(n == 8 && strcmp(buf, "250 ok\r\n") == 0, "preadv2: %zd '%s'", n, buf);
+	close(fd);
+	return 0;
+}
+
+static int
+t_fionread(void)
+{
+	char buf[64];
+	int fd = greeted(p_tls), n = -1;
+
+	CHECK(fd >= 0, "%s", why);
+	CHECK(ioctl(fd, FIONREAD, &n) == 0 && n == 0, "FIONREAD after the greeting: %d", n);
+	CHECK(say(fd, "NOOP\r\n") == 0, "%s", why);
+	CHECK(wait_for(fd, POLLIN, 5000) & POLLIN, "no reply");
+	CHECK(ioctl(fd, FIONREAD, &n) == 0 && n == 8, "FIONREAD with '250 ok\\r\\n' waiting: %d", n);
+	CHECK(read(fd, buf, 3) == 3 && ioctl(fd, FIONREAD, &n) == 0 && n == 5, "FIONREAD after 3 bytes read: %d", n);
+	close(fd);
+	return 0;
+}
+
+/* An upgraded socket passed to another process (SCM_RIGHTS) would be
+ * written there without its TLS session: cleartext.  Refused. */
+static int
+t_scm_rights(void)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { "x", 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	int sp[2], fd = greeted(p_tls), other = dup(1);
+	ssize_t n;
+
+	CHECK(fd >= 0, "%s", why);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0, "socketpair");
+	cm->cmsg_level = SOL_SOCKET, cm->cmsg_type = SCM_RIGHTS, cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+	n = sendmsg(sp[0], &m, 0);
+	CHECK(n == -1, "passing an upgraded socket with SCM_RIGHTS: %zd", n);
+	memcpy(CMSG_DATA(cm), &other, sizeof other);
+	n = sendmsg(sp[0], &m, 0);
+	CHECK(n == 1, "passing another fd: %zd (%s)", n, n < 0 ? strerror(errno) : "short");
+	CHECK(noop_ok(fd), "NOOP: %s", why);
+	close(fd);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 static const struct {
 	const char *name;
@@ -1376,6 +1492,11 @@ static const struct {
 	{ "call-fastopen-sendto", t_fastopen_sendto },
 	{ "call-fastopen-sendmsg", t_fastopen_sendmsg },
 	{ "call-fastopen-connect", t_fastopen_connect },
+	{ "call-sendmmsg", t_sendmmsg },
+	{ "call-recvmmsg", t_recvmmsg },
+	{ "call-preadv2-pwritev2", t_preadv2_pwritev2 },
+	{ "call-ioctl-fionread", t_fionread },
+	{ "call-scm-rights-refused", t_scm_rights },
 };
 
 int

@@ -9,7 +9,9 @@
 # fd 65535), shutdown(SHUT_WR), EPIPE and SIGPIPE as for a plain socket,
 # SO_ERROR, the refusal on a non-blocking socket, EAGAIN while upgrading,
 # read-only interest during connect, sendto/recvfrom, splice, sendfile,
-# copy_file_range, fdopen, close-on-exec, threads.  Built with
+# copy_file_range, fdopen, close-on-exec, threads, signals (SA_RESTART,
+# EINTR, SO_RCVTIMEO, SO_SNDTIMEO, an interrupted connect), TCP Fast Open,
+# sendmmsg/recvmmsg, preadv2/pwritev2, FIONREAD, SCM_RIGHTS.  Built with
 # _FORTIFY_SOURCE=2, as distribution binaries are, so that the __read_chk,
 # __recv_chk, __poll_chk... entry points are the ones exercised.
 . "$(dirname "$0")/../lib/common.sh"

@@ -543,7 +543,9 @@ conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags)
 		if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
 			if (got > 0 && !(flags & MSG_WAITALL))
 				break;
-			if (nonblocking(fd, flags)) {
+			/* A wait for bytes is the kernel's: on a non-blocking
+			 * socket it says EAGAIN itself (no F_GETFL needed). */
+			if ((flags & MSG_DONTWAIT) || (rc == TLS_WANT_WRITE && nonblocking(fd, flags))) {
 				if (got > 0)
 					break;
 				errno = EAGAIN;

@@ -7,7 +7,11 @@
 #include "log.h"
 #include "table.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -34,6 +38,37 @@ watched(int fd, const struct sockaddr *sa, socklen_t len)
 	if (libc.getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 || type != SOCK_STREAM)
 		return NULL;
 	return rule;
+}
+
+/* Copies of the socket the program made before connect() (dup, dup2,
+ * F_DUPFD) are the same socket: a write on one of them would reach the
+ * server around the session, in cleartext.  Map them to c too.  Only
+ * looked for once the program has copied an fd at all (rare), by inode
+ * through /proc/self/fd. */
+static void
+adopt_copies(int fd, struct conn *c)
+{
+	struct stat me, st;
+	struct dirent *e;
+	DIR *d;
+	int other;
+
+	if (!fd_dups_seen || fstat(fd, &me) != 0 || (d = opendir("/proc/self/fd")) == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		other = atoi(e->d_name);
+		if (other == fd || other == dirfd(d) || fd_is_owned(other) || fstat(other, &st) != 0 ||
+		    !S_ISSOCK(st.st_mode) || st.st_ino != me.st_ino || st.st_dev != me.st_dev)
+			continue;
+		if (table_add(other, c) != 0) {
+			log_error("fd %d: out of memory tracking a copy of fd %d; closing the copy", other, fd);
+			libc.close(other);
+		} else
+			libc.fcntl(other, F_SETFD, FD_CLOEXEC);
+	}
+	closedir(d);
 }
 
 int
@@ -89,6 +124,7 @@ connect(int fd, const struct sockaddr *sa, socklen_t len)
 		errno = ENOMEM;
 		return -1;
 	}
+	adopt_copies(fd, c);
 	rc = conn_start(c, fd, rc);
 	conn_put(c);
 	return rc;

@@ -93,6 +93,8 @@ dup(int oldfd)
 	fd = libc.dup(oldfd);
 	if (fd >= 0 && fd_is_owned(oldfd))
 		share(oldfd, fd);
+	else if (fd >= 0)
+		fd_dups_seen = 1;
 	return fd;
 }
 
@@ -120,8 +122,10 @@ dup2(int oldfd, int newfd)
 		errno = ENOSYS;
 		return -1;
 	}
-	if (!fd_is_owned(oldfd) && !fd_is_owned(newfd))
+	if (!fd_is_owned(oldfd) && !fd_is_owned(newfd)) {
+		fd_dups_seen = 1;
 		return libc.dup2(oldfd, newfd);
+	}
 	return owned_dup3(oldfd, newfd, 0, 1);
 }
 
@@ -132,8 +136,10 @@ dup3(int oldfd, int newfd, int flags)
 		errno = ENOSYS;
 		return -1;
 	}
-	if (!fd_is_owned(oldfd) && !fd_is_owned(newfd))
+	if (!fd_is_owned(oldfd) && !fd_is_owned(newfd)) {
+		fd_dups_seen = 1;
 		return libc.dup3(oldfd, newfd, flags);
+	}
 	return owned_dup3(oldfd, newfd, flags, 0);
 }
 
@@ -173,8 +179,11 @@ fcntl(int fd, int cmd, ...)
 		errno = ENOSYS;
 		return -1;
 	}
-	if (!fd_is_owned(fd))
+	if (!fd_is_owned(fd)) {
+		if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+			fd_dups_seen = 1;
 		return libc.fcntl(fd, cmd, arg);
+	}
 	return owned_fcntl(fd, cmd, arg);
 }
 

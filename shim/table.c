@@ -17,6 +17,7 @@ struct fdent {
 unsigned char *fd_owned;
 int fd_owned_high;
 int fd_owned_total;
+int fd_dups_seen;
 
 static struct fdent *entries;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;

@@ -17,6 +17,7 @@ struct conn;
 extern unsigned char *fd_owned __attribute__((visibility("hidden")));	/* FD_FAST_MAX bytes, or NULL */
 extern int fd_owned_high;	/* fds >= FD_FAST_MAX we own (rare) */
 extern int fd_owned_total;	/* all fds we own; 0 lets poll/select skip scanning */
+extern int fd_dups_seen;	/* the program copied an fd of its own (dup*, F_DUPFD) */
 
 int table_has_slow(int fd);
 

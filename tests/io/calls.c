@@ -1450,6 +1450,28 @@ t_scm_rights(void)
 	return 0;
 }
 
+
+/* Copies of the socket made before connect() (dup, dup2, F_DUPFD) are the
+ * same socket: after the upgrade a write on any of them must go through
+ * the session, not around it. */
+static int
+t_dup_before_connect(void)
+{
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai;
+	char buf[256];
+	int s = socket(AF_INET, SOCK_STREAM, 0), a = dup(s), b = fcntl(s, F_DUPFD, 50), c = 60;
+
+	CHECK(a >= 0 && b >= 0 && dup2(s, c) == c, "dups: %s", strerror(errno));
+	CHECK(getaddrinfo(host, p_tls, &hints, &ai) == 0, "getaddrinfo");
+	CHECK(connect(s, ai->ai_addr, ai->ai_addrlen) == 0, "connect: %s", strerror(errno));
+	freeaddrinfo(ai);
+	CHECK(reply(a, buf, sizeof buf) == 220 && strstr(buf, "starttls-shim"), "greeting read on the dup: %s", buf);
+	CHECK(say(b, "NOOP\r\n") == 0 && reply(c, buf, sizeof buf) == 250, "NOOP on the F_DUPFD copy: %s", why);
+	CHECK(noop_ok(s), "NOOP on the connected fd: %s", why);
+	close(a), close(b), close(c), close(s);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 static const struct {
 	const char *name;
@@ -1497,6 +1519,7 @@ static const struct {
 	{ "call-preadv2-pwritev2", t_preadv2_pwritev2 },
 	{ "call-ioctl-fionread", t_fionread },
 	{ "call-scm-rights-refused", t_scm_rights },
+	{ "call-dup-before-connect", t_dup_before_connect },
 };
 
 int

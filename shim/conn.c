@@ -350,7 +350,10 @@ nonblocking(int fd, int flags)
  * the program's own blocking call?  It does when the handler was installed
  * with SA_RESTART; poll() itself never restarts.  poll() cannot say which
  * signal it was, so ask them all (a rare path: one sigaction() query per
- * signal): restart only when every signal the program catches restarts. */
+ * signal): restart only when every signal the program catches restarts.
+ * Signals a thread raises on itself by faulting (or by writing to a closed
+ * pipe) cannot arrive while it waits in poll(); their handlers (sanitizers,
+ * JVMs, crash reporters: rarely SA_RESTART) do not count. */
 static int
 restartable(void)
 {
@@ -358,6 +361,9 @@ restartable(void)
 	int s;
 
 	for (s = 1; s < NSIG; s++) {
+		if (s == SIGSEGV || s == SIGBUS || s == SIGFPE || s == SIGILL || s == SIGTRAP || s == SIGSYS ||
+		    s == SIGPIPE)
+			continue;
 		if (sigaction(s, NULL, &sa) != 0 || sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN)
 			continue;
 		if (!(sa.sa_flags & SA_RESTART))

@@ -21,6 +21,8 @@
 #                       the ASan shim against every hostile scenario (policy
 #                       verify) and tests/bench/plain.c against the STARTTLS
 #                       sink (bulk 8 MiB, 50 connections)
+#   sanitize/calls      tests/io/calls.sh (one check per hooked call style), its
+#                       program built with ASan, under the ASan shim
 #   sanitize/hostile    tests/hostile/run.sh, every scenario under every policy,
 #                       its Python client under the ASan shim (through
 #                       tests/sanitize/launch.c); Python's own leaks are not
@@ -47,7 +49,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 SAN=$TOP/build-san
 W=$SAN/work
-SUITES=${SANITIZE_SUITES:-build unit clients hostile real-servers scenarios sink}
+SUITES=${SANITIZE_SUITES:-build unit clients calls hostile real-servers scenarios sink}
 JOBS=${SANITIZE_JOBS:-4}
 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer"
 REPORTS=$HERE/sanitize/reports.py
@@ -425,6 +427,25 @@ if want scenarios; then
         fi
     fi
 fi
+# --- tests/io/calls.sh under the ASan shim ----------------------------------
+# Every hooked call style once more, the checks program built with ASan too.
+if want calls; then
+    rm -f "$W"/calls-asan.*
+    BUILD=$SAN CALLS_CFLAGS="$SANFLAGS" CALLS_PRELOAD="$ASAN_RT" ASAN_OPTIONS="$ASAN_C:log_path=$W/calls-asan" \
+        bash "$TOP/tests/io/calls.sh" >"$W/calls.out" 2>"$W/calls.err" </dev/null
+    r=$?
+    npass=$(grep -c '^PASS' "$W/calls.out") nfail=$(grep -c '^FAIL' "$W/calls.out")
+    reports=("$W/calls.err")
+    for f in "$W"/calls-asan.*; do [ -f "$f" ] && reports+=("$f"); done
+    if [ $r -ne 0 ] || [ "$nfail" -gt 0 ] || [ "$npass" -eq 0 ]; then
+        grep '^FAIL' "$W/calls.out" | head -5 | sed 's/^/    /' >&2
+        "$PYTHON" "$REPORTS" sanitizer "${reports[@]}" | sed 's/^/    /' >&2
+        suite_fail sanitize/calls "tests/io/calls.sh under ASan: $npass passed, $nfail failed, exit $r"
+    else
+        judge sanitize/calls sanitizer "$npass checks of tests/io/calls.sh" "${reports[@]}"
+    fi
+fi
+
 if want sink; then
     sinkerr=
     for m in bulk rate; do

@@ -1108,6 +1108,17 @@ connect_signal(int restart, int *rc, int *err, long long *took, int *fdp)
 	CHECK(getaddrinfo(host, p_delay, &hints, &ai) == 0, "getaddrinfo");
 	fd = socket(AF_INET, SOCK_STREAM, 0);
 	catch_usr1(restart);
+	if (restart) {
+		/* A crash reporter's fault handler (no SA_RESTART, as ASan's
+		 * and the JVM's): a fault cannot interrupt a wait, so it must
+		 * not make the shim's waits stop restarting. */
+		struct sigaction sa;
+
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_usr1;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGSEGV, &sa, NULL);
+	}
 	poke_start(&pk, fd, NULL, 1, 200);
 	t0 = now_ms();
 	*rc = connect(fd, ai->ai_addr, ai->ai_addrlen);

@@ -19,10 +19,14 @@
 [ -f "$SHIM_LIB" ] && [ -x "$SHIM_BIN" ] || skip "build/libstarttls-shim.so not built"
 mk_tmpdir
 
+# CALLS_CFLAGS (extra compiler flags, e.g. sanitizers) and CALLS_PRELOAD (a
+# library to preload ahead of the shim, e.g. libasan) serve
+# tests/sanitize.sh; the binary then lives in $BUILD/tests/io too.
 CALLS=$BUILD/tests/io/calls
 if [ ! -x "$CALLS" ] || [ "$TOP/tests/io/calls.c" -nt "$CALLS" ]; then
     mkdir -p "$BUILD/tests/io"
-    ${CC:-cc} -O2 -g -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -D_FORTIFY_SOURCE=2 -o "$CALLS" \
+    # shellcheck disable=SC2086
+    ${CC:-cc} -O2 -g ${CALLS_CFLAGS:-} -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -D_FORTIFY_SOURCE=2 -o "$CALLS" \
         "$TOP/tests/io/calls.c" -lpthread || fail "could not build $CALLS"
 fi
 
@@ -51,10 +55,12 @@ fake plain --no-starttls
 # A port where nothing listens.
 PORT_closed=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
-STARTTLS_SHIM_LOG="$T/shim.log" timeout -k 5 180 "$SHIM_BIN" --cafile "$T/pki/ca.pem" \
-    --ports "$PORT_tls/smtp,$PORT_notls/smtp,$PORT_delay/smtp,$PORT_closed/smtp" -- \
-    "$CALLS" 127.0.0.1 "$PORT_tls" "$PORT_notls" "$PORT_delay" \
-    "$PORT_closed" "$PORT_plain" "$@"
+# The library is preloaded directly (the wrapper has its own tests), so that
+# CALLS_PRELOAD can come first.
+timeout -k 5 180 env LD_PRELOAD="${CALLS_PRELOAD:+$CALLS_PRELOAD:}$SHIM_LIB" STARTTLS_SHIM_LOG="$T/shim.log" \
+    STARTTLS_SHIM_CAFILE="$T/pki/ca.pem" STARTTLS_SHIM_POLICY=verify \
+    STARTTLS_SHIM_PORTS="$PORT_tls/smtp,$PORT_notls/smtp,$PORT_delay/smtp,$PORT_closed/smtp" \
+    "$CALLS" 127.0.0.1 "$PORT_tls" "$PORT_notls" "$PORT_delay" "$PORT_closed" "$PORT_plain" "$@"
 rc=$?
 if [ $rc -ne 0 ]; then
     echo "----- shim log (last 30 lines)" >&2

@@ -5,9 +5,12 @@
  * upgrade or TLS needs, and in epoll_wait() report what is true for the
  * program: bytes held by us or OpenSSL are readable even when the socket is
  * idle (edge-triggered loops never sleep on them), a record without
- * application data is not.  Kernel events are matched to registrations by
- * their data word.  An epoll set that never held one of our fds costs one
- * byte-map load per call.
+ * application data is not.  The kernel holds our registrations under a
+ * data word of our own (a token naming the registration), so its events
+ * are told apart from the program's other fds even when the program gives
+ * several fds the same data word; epoll_wait() hands back the program's.
+ * An epoll set that never held one of our fds costs one byte-map load per
+ * call.
  */
 #define _GNU_SOURCE
 #include "conn.h"
@@ -26,9 +29,14 @@ struct ereg {
 	int epfd, fd;
 	uint32_t events;	/* what the program registered */
 	uint32_t kevents;	/* what the kernel is watching now */
-	epoll_data_t data;
+	epoll_data_t data;	/* the program's */
+	uint64_t token;		/* the kernel's data word for it */
 	struct ereg *next;
 };
+
+/* A token no program data word is likely to equal: the registration's
+ * address, scrambled. */
+#define TOKEN(e) ((uint64_t)(uintptr_t)(e) ^ 0x53545453484d0001ULL)
 
 static struct ereg *regs;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -90,8 +98,9 @@ epoll_marked(int fd)
 int
 epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
+	struct epoll_event kev;
 	struct ereg **p, *e;
-	int r;
+	int r, fresh = 0;
 
 	if (!LIBC_READY(epoll_ctl)) {
 		errno = ENOSYS;
@@ -99,52 +108,84 @@ epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	}
 	if (!fd_is_owned(fd) || (unsigned)epfd >= FD_FAST_MAX)
 		return libc.epoll_ctl(epfd, op, fd, ev);
-	r = libc.epoll_ctl(epfd, op, fd, ev);
-	if (r != 0)
+	if (op == EPOLL_CTL_DEL || ev == NULL) {
+		if ((r = libc.epoll_ctl(epfd, op, fd, ev)) == 0 && op == EPOLL_CTL_DEL) {
+			pthread_mutex_lock(&lock);
+			if ((p = find(epfd, fd)) != NULL) {
+				e = *p;
+				*p = e->next;
+				free(e);
+			}
+			pthread_mutex_unlock(&lock);
+		}
 		return r;
+	}
 	pthread_mutex_lock(&lock);
 	if (ep_marked == NULL)
 		__atomic_store_n(&ep_marked, calloc(FD_FAST_MAX, 1), __ATOMIC_RELEASE);
-	p = find(epfd, fd);
-	if (op == EPOLL_CTL_DEL) {
-		if (p != NULL) {
-			e = *p;
-			*p = e->next;
+	if ((p = find(epfd, fd)) != NULL)
+		e = *p;
+	else if ((e = calloc(1, sizeof *e)) != NULL) {
+		fresh = 1;
+		e->epfd = epfd;
+		e->fd = fd;
+		e->token = TOKEN(e);
+	} else {
+		pthread_mutex_unlock(&lock);
+		errno = ENOMEM;
+		return -1;
+	}
+	kev.events = ev->events;
+	kev.data.u64 = e->token;
+	r = libc.epoll_ctl(epfd, op, fd, &kev);
+	if (r != 0) {
+		if (fresh)
 			free(e);
+	} else {
+		e->events = e->kevents = ev->events;
+		e->data = ev->data;
+		if (fresh) {
+			e->next = regs;
+			regs = e;
 		}
-	} else if (ev != NULL) {
-		e = p != NULL ? *p : calloc(1, sizeof *e);
-		if (e != NULL) {
-			e->epfd = epfd;
-			e->fd = fd;
-			e->events = e->kevents = ev->events;
-			e->data = ev->data;
-			if (p == NULL) {
-				e->next = regs;
-				regs = e;
-			}
-			if (ep_marked != NULL)
-				__atomic_store_n(&ep_marked[epfd], 1, __ATOMIC_RELAXED);
-		}
+		if (ep_marked != NULL)
+			__atomic_store_n(&ep_marked[epfd], 1, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&lock);
-	return 0;
+	return r;
 }
 
-/* Add (or merge) an event for data into out[0..*n). */
+/* Is w the kernel data word of one of our registrations (maybe of one
+ * not in the caller's snapshot any more)? */
+static int
+is_token(uint64_t w)
+{
+	struct ereg *e;
+	int hit = 0;
+
+	pthread_mutex_lock(&lock);
+	for (e = regs; e != NULL && !hit; e = e->next)
+		hit = e->token == w;
+	pthread_mutex_unlock(&lock);
+	return hit;
+}
+
+/* Add an event into out[0..*n); events of one of our registrations (key
+ * >= 0: its index) seen twice in one call are merged into one. */
 static void
-put(struct epoll_event *out, int *n, int max, uint32_t ev, epoll_data_t data)
+put(struct epoll_event *out, int *keys, int *n, int max, uint32_t ev, epoll_data_t data, int key)
 {
 	int i;
 
-	for (i = 0; i < *n; i++)
-		if (out[i].data.u64 == data.u64) {
+	for (i = 0; key >= 0 && i < *n; i++)
+		if (keys[i] == key) {
 			out[i].events |= ev;
 			return;
 		}
 	if (*n < max) {
 		out[*n].events = ev;
 		out[*n].data = data;
+		keys[*n] = key;
 		(*n)++;
 	}
 }
@@ -152,9 +193,10 @@ put(struct epoll_event *out, int *n, int max, uint32_t ev, epoll_data_t data)
 static int
 shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const sigset_t *mask)
 {
-	struct ereg snap[64], *e;
+	struct ereg snap_s[64], *snap = snap_s, *e;
 	struct epoll_event kev[64];
-	struct conn *cs[64];
+	struct conn *cs_s[64], **cs = cs_s;
+	int keys_s[128], *keys = keys_s, cap = 64;
 	long long end = timeout < 0 ? -1 : now_ms() + timeout, dl, now;
 	int nsnap, n, i, j, k, r, wait, saved;
 
@@ -165,7 +207,23 @@ shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const s
 	for (;;) {
 		nsnap = 0;
 		pthread_mutex_lock(&lock);
-		for (e = regs; e != NULL && nsnap < 64; e = e->next)
+		for (e = regs; e != NULL; e = e->next)
+			nsnap += e->epfd == epfd;
+		if (nsnap > cap) {	/* many of ours in one set: room for all */
+			free(snap != snap_s ? snap : NULL), free(cs != cs_s ? cs : NULL), free(keys != keys_s ? keys : NULL);
+			cap = nsnap;
+			snap = malloc(sizeof *snap * (size_t)cap);
+			cs = malloc(sizeof *cs * (size_t)cap);
+			keys = malloc(sizeof *keys * (size_t)(cap + 64));
+			if (snap == NULL || cs == NULL || keys == NULL) {
+				pthread_mutex_unlock(&lock);
+				free(snap), free(cs), free(keys);
+				errno = ENOMEM;
+				return -1;
+			}
+		}
+		nsnap = 0;
+		for (e = regs; e != NULL; e = e->next)
 			if (e->epfd == epfd)
 				snap[nsnap++] = *e;
 		pthread_mutex_unlock(&lock);
@@ -182,7 +240,7 @@ shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const s
 				continue;
 			now_ev = conn_poll_before(cs[i], snap[i].fd, to_poll(snap[i].events), &want);
 			if (now_ev)
-				put(out, &n, max, to_epoll(now_ev), snap[i].data);
+				put(out, keys, &n, max, to_epoll(now_ev), snap[i].data, i);
 			d = conn_deadline(cs[i]);
 			if (d >= 0 && (dl < 0 || d < dl))
 				dl = d;
@@ -191,7 +249,7 @@ shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const s
 			 * TLS write waits on a read). */
 			kwant = d >= 0 ? to_epoll(want) : (snap[i].events & ~(uint32_t)(EPOLLIN | EPOLLOUT)) | to_epoll(want);
 			if (kwant != snap[i].kevents) {
-				struct epoll_event m = { .events = kwant, .data = snap[i].data };
+				struct epoll_event m = { .events = kwant, .data.u64 = snap[i].token };
 
 				if (libc.epoll_ctl(epfd, EPOLL_CTL_MOD, snap[i].fd, &m) == 0) {
 					pthread_mutex_lock(&lock);
@@ -211,25 +269,31 @@ shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const s
 		saved = errno;
 		for (j = 0; j < r; j++) {
 			for (i = 0; i < nsnap; i++)
-				if (cs[i] != NULL && snap[i].data.u64 == kev[j].data.u64)
+				if (snap[i].token == kev[j].data.u64)
 					break;
-			if (i == nsnap) {
-				put(out, &n, max, kev[j].events, kev[j].data);
+			if (i == nsnap) {	/* not one of ours (or ours, gone meanwhile) */
+				if (!is_token(kev[j].data.u64))
+					put(out, keys, &n, max, kev[j].events, kev[j].data, -1);
 				continue;
 			}
+			if (cs[i] == NULL)
+				continue;
 			short got = conn_poll_after(cs[i], snap[i].fd, to_poll(snap[i].events), to_poll(kev[j].events));
 			if (got)
-				put(out, &n, max, to_epoll(got), snap[i].data);
+				put(out, keys, &n, max, to_epoll(got), snap[i].data, i);
 		}
 		for (i = 0; i < nsnap; i++)
 			if (cs[i] != NULL)
 				conn_put(cs[i]);
-		if (r < 0 && n == 0) {
-			errno = saved;
-			return -1;
-		}
-		if (n > 0 || (end >= 0 && now_ms() >= end))
+		if ((r < 0 && n == 0) || n > 0 || (end >= 0 && now_ms() >= end)) {
+			if (snap != snap_s)
+				free(snap), free(cs), free(keys);
+			if (r < 0 && n == 0) {
+				errno = saved;
+				return -1;
+			}
 			return n;
+		}
 	}
 }
 

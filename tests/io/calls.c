@@ -1483,6 +1483,37 @@ t_dup_before_connect(void)
 	return 0;
 }
 
+
+/* One epoll set, two registrations with the same data word (a relay whose
+ * events all point at one session object): the upgraded socket and a pipe.
+ * The kernel reports each fd on its own; so must the shim. */
+static int
+t_epoll_shared_data(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 42 }, out[8];
+	char buf[256];
+	int fd = greeted(p_tls), ep = epoll_create1(0), p[2], n, i, total_in = 0;
+
+	CHECK(fd >= 0 && ep >= 0 && pipe(p) == 0, "setup: %s", why);
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0 && epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev) == 0,
+	    "epoll_ctl: %s", strerror(errno));
+	CHECK(write(p[1], "x", 1) == 1, "pipe write");
+	n = epoll_wait(ep, out, 8, 2000);
+	CHECK(n == 1 && out[0].data.u64 == 42 && (out[0].events & EPOLLIN),
+	    "only the pipe is readable: epoll_wait gave %d event(s)", n);
+	CHECK(read(p[0], buf, 1) == 1, "pipe read");
+	CHECK(say(fd, "NOOP\r\n") == 0, "%s", why);
+	usleep(300000);	/* the reply arrives */
+	CHECK(write(p[1], "y", 1) == 1, "pipe write");
+	n = epoll_wait(ep, out, 8, 2000);
+	for (i = 0; i < n; i++)
+		total_in += out[i].data.u64 == 42 && (out[i].events & EPOLLIN);
+	CHECK(n == 2 && total_in == 2, "socket and pipe readable: %d event(s), %d with EPOLLIN", n, total_in);
+	CHECK(reply(fd, buf, sizeof buf) == 250, "the NOOP reply: %s", why);
+	close(ep), close(p[0]), close(p[1]), close(fd);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 static const struct {
 	const char *name;
@@ -1531,6 +1562,7 @@ static const struct {
 	{ "call-ioctl-fionread", t_fionread },
 	{ "call-scm-rights-refused", t_scm_rights },
 	{ "call-dup-before-connect", t_dup_before_connect },
+	{ "call-epoll-shared-data-word", t_epoll_shared_data },
 };
 
 int

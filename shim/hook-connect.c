@@ -53,7 +53,7 @@ adopt_copies(int fd, struct conn *c)
 	DIR *d;
 	int other;
 
-	if (!fd_dups_seen || fstat(fd, &me) != 0 || (d = opendir("/proc/self/fd")) == NULL)
+	if (!__atomic_load_n(&fd_dups_seen, __ATOMIC_RELAXED) || fstat(fd, &me) != 0 || (d = opendir("/proc/self/fd")) == NULL)
 		return;
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] < '0' || e->d_name[0] > '9')

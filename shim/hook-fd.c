@@ -94,7 +94,7 @@ dup(int oldfd)
 	if (fd >= 0 && fd_is_owned(oldfd))
 		share(oldfd, fd);
 	else if (fd >= 0)
-		fd_dups_seen = 1;
+		note_dup();
 	return fd;
 }
 
@@ -123,7 +123,7 @@ dup2(int oldfd, int newfd)
 		return -1;
 	}
 	if (!fd_is_owned(oldfd) && !fd_is_owned(newfd)) {
-		fd_dups_seen = 1;
+		note_dup();
 		return libc.dup2(oldfd, newfd);
 	}
 	return owned_dup3(oldfd, newfd, 0, 1);
@@ -137,7 +137,7 @@ dup3(int oldfd, int newfd, int flags)
 		return -1;
 	}
 	if (!fd_is_owned(oldfd) && !fd_is_owned(newfd)) {
-		fd_dups_seen = 1;
+		note_dup();
 		return libc.dup3(oldfd, newfd, flags);
 	}
 	return owned_dup3(oldfd, newfd, flags, 0);
@@ -181,7 +181,7 @@ fcntl(int fd, int cmd, ...)
 	}
 	if (!fd_is_owned(fd)) {
 		if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
-			fd_dups_seen = 1;
+			note_dup();
 		return libc.fcntl(fd, cmd, arg);
 	}
 	return owned_fcntl(fd, cmd, arg);

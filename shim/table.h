@@ -19,6 +19,13 @@ extern int fd_owned_high;	/* fds >= FD_FAST_MAX we own (rare) */
 extern int fd_owned_total;	/* all fds we own; 0 lets poll/select skip scanning */
 extern int fd_dups_seen;	/* the program copied an fd of its own (dup*, F_DUPFD) */
 
+/* The program copied an fd we do not own (any thread). */
+static inline void
+note_dup(void)
+{
+	__atomic_store_n(&fd_dups_seen, 1, __ATOMIC_RELAXED);
+}
+
 int table_has_slow(int fd);
 
 /* Is fd one of ours?  The hot path for every hooked call. */

@@ -1514,6 +1514,78 @@ t_epoll_shared_data(void)
 	return 0;
 }
 
+
+/* Boost.Asio registers a socket with epoll when it opens it, before
+ * connect(), edge-triggered, then adds EPOLLOUT with EPOLL_CTL_MOD for the
+ * connect (asio); other loops register once, before connect(), for good.
+ * The shim must still hand either loop the greeting and a reply. */
+static int
+epoll_before_connect(int asio)
+{
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLPRI | EPOLLERR | EPOLLHUP | EPOLLET, .data.u64 = 7 }, out[4];
+	char buf[512];
+	size_t have = 0;
+	long long end;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), ep = epoll_create1(0), n, i, connected = 0, sent = 0;
+	ssize_t r;
+
+	CHECK(fd >= 0 && ep >= 0, "socket/epoll_create1");
+	if (!asio)	/* one registration for good, with EPOLLOUT from the start */
+		ev.events |= EPOLLOUT;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0, "epoll_ctl ADD before connect: %s", strerror(errno));
+	CHECK(getaddrinfo(host, p_tls, &hints, &ai) == 0, "getaddrinfo");
+	CHECK(connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno == EINPROGRESS, "connect: %s", strerror(errno));
+	freeaddrinfo(ai);
+	ev.events |= EPOLLOUT;
+	if (asio)
+		CHECK(epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) == 0, "epoll_ctl MOD: %s", strerror(errno));
+	end = now_ms() + 8000;
+	while (now_ms() < end && !(sent && memmem(buf, have, "250 ok\r\n", 8))) {
+		n = epoll_wait(ep, out, 4, 500);
+		for (i = 0; i < n; i++) {
+			CHECK(out[i].data.u64 == 7, "event with data %llu", (unsigned long long)out[i].data.u64);
+			if ((out[i].events & EPOLLOUT) && !connected) {
+				int err = -1;
+				socklen_t sl = sizeof err;
+
+				CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0 && err == 0, "SO_ERROR %d", err);
+				connected = 1;
+				ev.events &= ~(uint32_t)EPOLLOUT;	/* as Asio: EPOLLOUT only while it has output */
+				if (asio)
+					epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+			}
+			if (!(out[i].events & EPOLLIN))
+				continue;
+			while ((r = read(fd, buf + have, sizeof buf - 1 - have)) > 0)	/* drain: edge-triggered */
+				have += (size_t)r;
+			CHECK(r == 0 || errno == EAGAIN, "read: %s", strerror(errno));
+			buf[have] = '\0';
+			if (!sent && strstr(buf, "\r\n")) {
+				CHECK(strncmp(buf, "220 ", 4) == 0 && strstr(buf, "starttls-shim"), "greeting: %s", buf);
+				CHECK(write(fd, "NOOP\r\n", 6) == 6, "write NOOP: %s", strerror(errno));
+				sent = 1;
+			}
+		}
+	}
+	CHECK(sent && memmem(buf, have, "250 ok\r\n", 8), "after 8 s: connected=%d sent=%d read '%s'", connected, sent,
+	    buf);
+	close(ep), close(fd);
+	return 0;
+}
+
+static int
+t_epoll_before_connect_asio(void)
+{
+	return epoll_before_connect(1);
+}
+
+static int
+t_epoll_before_connect_once(void)
+{
+	return epoll_before_connect(0);
+}
+
 /* ------------------------------------------------------------------ main */
 static const struct {
 	const char *name;
@@ -1563,6 +1635,8 @@ static const struct {
 	{ "call-scm-rights-refused", t_scm_rights },
 	{ "call-dup-before-connect", t_dup_before_connect },
 	{ "call-epoll-shared-data-word", t_epoll_shared_data },
+	{ "call-epoll-before-connect-asio", t_epoll_before_connect_asio },
+	{ "call-epoll-before-connect-once", t_epoll_before_connect_once },
 };
 
 int

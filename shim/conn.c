@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 static const char *const state_names[] = {
@@ -596,6 +597,46 @@ sigpipe(int flags)
 		pthread_kill(pthread_self(), SIGPIPE);
 }
 
+/* Remember the last bytes the program sent (said_farewell()). */
+static void
+keep_tail(struct conn *c, const char *p, size_t n)
+{
+	size_t keep;
+
+	if (n >= sizeof c->tail) {
+		memcpy(c->tail, p + n - sizeof c->tail, sizeof c->tail);
+		c->tail_len = sizeof c->tail;
+		return;
+	}
+	keep = c->tail_len + n > sizeof c->tail ? sizeof c->tail - n : c->tail_len;
+	memmove(c->tail, c->tail + c->tail_len - keep, keep);
+	memcpy(c->tail + keep, p, n);
+	c->tail_len = keep + n;
+}
+
+/* Was the program's last line its protocol's farewell (QUIT; IMAP: a
+ * tagged LOGOUT)?  The server then answers and closes by itself.  A
+ * close_notify sent behind it would sit unread in the server's socket when
+ * it closes, and its kernel would answer with a reset that destroys the
+ * reply still on its way (Postfix's 221). */
+static int
+said_farewell(const struct conn *c)
+{
+	const char *w = c->proto->farewell;
+	size_t len = c->tail_len, wl;
+
+	if (w == NULL || len == 0 || c->tail[len - 1] != '\n')
+		return 0;
+	len--;
+	if (len > 0 && c->tail[len - 1] == '\r')
+		len--;
+	wl = strlen(w);
+	if (len <= wl || strncasecmp(c->tail + len - wl, w, wl) != 0)
+		return 0;
+	/* at the start of a line, or behind the IMAP tag */
+	return c->tail[len - wl - 1] == '\n' || c->tail[len - wl - 1] == ' ';
+}
+
 /* Write buf through TLS, record by record, waiting when the caller may
  * block.  Returns the bytes written (possibly fewer than len on a
  * non-blocking socket), or -1 with errno.  Lock held. */
@@ -611,6 +652,7 @@ tls_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
 		c->tls_ops->set_fd(c->tls, fd);
 		rc = c->tls_ops->write(c->tls, (const char *)buf + done, len - done, &n);
 		if (rc == TLS_OK) {
+			keep_tail(c, (const char *)buf + done, n);
 			done += n;
 			c->wr_wants_read = 0;
 			if (c->nodelay_once) {
@@ -947,8 +989,12 @@ conn_shutdown(struct conn *c, int fd, int how)
 	}
 	if (c->pend.len > 0 && c->state == CS_READY && how != SHUT_RD)
 		(void)flush_pend(c, fd, 0);
-	if (c->state == CS_READY && (how == SHUT_WR || how == SHUT_RDWR) && !c->shut_wr)
-		send_close_notify(c, fd);
+	if (c->state == CS_READY && (how == SHUT_WR || how == SHUT_RDWR) && !c->shut_wr) {
+		if (how == SHUT_WR && said_farewell(c))
+			c->shut_wr = 1;	/* the TCP FIN alone: see said_farewell() */
+		else
+			send_close_notify(c, fd);
+	}
 	pthread_mutex_unlock(&c->lock);
 	return libc.shutdown(fd, how);
 }

@@ -60,7 +60,9 @@ struct conn {
 	int wr_wants_read;		/* the last TLS write was blocked on reading */
 	int asked;			/* we just connected or sent a command: wait before reading */
 	int forked;			/* another process may share the session */
-	int shut_wr;			/* close_notify sent */
+	int shut_wr;			/* the program shut its write side */
+	char tail[32];			/* the last bytes the program sent through TLS */
+	size_t tail_len;
 	unsigned short port;
 	struct sockaddr_storage peer;	/* what the program connected to */
 	socklen_t peerlen;

@@ -117,4 +117,5 @@ const struct proto proto_imap = {
 	.on_line = imap_on_line,
 	.greeting = imap_greeting,
 	.refusal = imap_refusal,
+	.farewell = "LOGOUT",
 };

@@ -69,4 +69,5 @@ const struct proto proto_pop3 = {
 	.on_line = pop3_on_line,
 	.greeting = pop3_greeting,
 	.refusal = pop3_refusal,
+	.farewell = "QUIT",
 };

@@ -48,6 +48,10 @@ struct proto {
 	void (*greeting)(const char *host, struct buf *out);
 	/* The refusal the program reads instead of a greeting. */
 	void (*refusal)(const char *reason, struct buf *out);
+	/* The program's command that ends the session ("QUIT", IMAP's
+	 * "<tag> LOGOUT"), after which the server answers and closes by
+	 * itself; NULL when there is none. */
+	const char *farewell;
 };
 
 extern const struct proto proto_smtp, proto_pop3, proto_imap;

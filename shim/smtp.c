@@ -105,4 +105,5 @@ const struct proto proto_smtp = {
 	.on_line = smtp_on_line,
 	.greeting = smtp_greeting,
 	.refusal = smtp_refusal,
+	.farewell = "QUIT",
 };

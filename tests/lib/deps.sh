@@ -3,7 +3,7 @@
 # As root it installs what is missing; otherwise it prints the apt-get line.
 set -eu
 pkgs="gcc make pkg-config libssl-dev uthash-dev openssl ca-certificates python3 iproute2 procps
-      postfix dovecot-core dovecot-imapd dovecot-pop3d swaks curl tcpdump stunnel4
+      postfix dovecot-core dovecot-imapd dovecot-pop3d swaks curl tcpdump stunnel4 msmtp fetchmail
       clang libclang-rt-14-dev valgrind"
 missing=""
 for p in $pkgs; do

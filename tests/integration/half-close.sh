@@ -38,6 +38,8 @@ try:
     greeting = reply()
     if proto == "smtp-burst":  # all at once, as `printf ... | nc -N` does
         s.sendall(b"EHLO client.test\r\nQUIT\r\n")
+    elif proto == "smtp-burst-noquit":  # the same without the goodbye
+        s.sendall(b"EHLO client.test\r\nNOOP\r\n")
     elif proto == "smtp":
         say(b"EHLO client.test")
         if len(sys.argv) > 3:
@@ -82,10 +84,12 @@ run "$W/plain-smtp.out" smtp 25
 expect half-close-smtp-without-shim-221 "$W/plain-smtp.out" "221 "
 run "$W/plain-burst.out" smtp-burst 25
 expect half-close-smtp-burst-without-shim-250-221 "$W/plain-burst.out" "250 .*221 "
+run "$W/plain-noquit.out" smtp-burst-noquit 25
+expect half-close-smtp-noquit-without-shim-250-250 "$W/plain-noquit.out" "250 .*250 "
 
 if ! have_shim; then
     for c in half-close-smtp-shim-mail-then-221 half-close-smtp-shim-delivered half-close-smtp-burst-shim-250-221 \
-             half-close-pop3-shim-ok \
+             half-close-smtp-noquit-shim-250-250 half-close-pop3-shim-ok \
              half-close-imap-shim-bye; do
         case_skip $c "$SHIM_MISSING"
     done
@@ -102,6 +106,8 @@ fi
 sts_check_delivered half-close-smtp-shim-delivered "$W/m.eml" "HALFCLOSE-$$"
 run "$W/shim-burst.out" smtp-burst 25
 expect half-close-smtp-burst-shim-250-221 "$W/shim-burst.out" "250 .*221 "
+run "$W/shim-noquit.out" smtp-burst-noquit 25
+expect half-close-smtp-noquit-shim-250-250 "$W/shim-noquit.out" "250 .*250 "
 run "$W/shim-pop3.out" pop3 110
 expect half-close-pop3-shim-ok "$W/shim-pop3.out" "+OK"
 run "$W/shim-imap.out" imap 143

@@ -18,8 +18,8 @@
 #
 # Settings (environment):
 #   BENCH_ROUNDS=7        rounds
-#   BENCH_REPS=2          bulk and rate passes per round
-#   BENCH_SIZE_MIB=256    bulk payload per run
+#   BENCH_REPS=4          bulk and rate passes per round
+#   BENCH_SIZE_MIB=128    bulk payload per run
 #   BENCH_RATE_CONNS=300  connections per rate run
 #   BENCH_COLD_RUNS=15    spawns per cold-start sample
 #   BENCH_TRUE_RUNS=1000  spawns per /bin/true sample
@@ -43,8 +43,8 @@ cd "$TOP" || exit 1
 B=$BUILD/bench
 W=$B/run
 ROUNDS=${BENCH_ROUNDS:-7}
-REPS=${BENCH_REPS:-2}
-SIZE_MIB=${BENCH_SIZE_MIB:-256}
+REPS=${BENCH_REPS:-4}
+SIZE_MIB=${BENCH_SIZE_MIB:-128}
 RATE_N=${BENCH_RATE_CONNS:-300}
 COLD_N=${BENCH_COLD_RUNS:-15}
 TRUE_N=${BENCH_TRUE_RUNS:-1000}
@@ -196,7 +196,7 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 # check_tls LINES: every line is TLSv1.3 with the pinned suite.
 check_tls() { ! grep -v 'proto=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 group=x25519' <<<"$1" | grep -q .; }
 
-# bulk CONTENDER WSIZE: one 256 MiB run; records MiB/s at the sink.
+# bulk CONTENDER WSIZE: one BENCH_SIZE_MIB run; records MiB/s at the sink.
 bulk() {
     local c=$1 w=$2 log n0 line bytes secs
     local -a cmd

@@ -4,15 +4,14 @@
 
 #include <sys/socket.h>
 
-/* A hot hook is split in two.  The exported half is all that a call
- * on an fd we do not own costs: load the real function, load the byte map,
- * tail-call libc, with no stack frame.  The _slow half, out of line, does
- * the rest: the first lookup of the real symbol and the fds we own. */
+/* A hot hook is split in two.  The exported half is all that a call on an
+ * fd we do not own costs: one load of the byte map and a jump through the
+ * real function's pointer (a stub until its first call, see libc.c), with
+ * no stack frame.  The _slow half, out of line, handles the fds we own. */
 #define NOINLINE __attribute__((noinline))
 #define PASS_THROUGH(sym, fd, ...) do { \
-	__typeof__(libc.sym) real_ = libc.sym; \
-	if (__builtin_expect(real_ != NULL, 1) && fd_surely_not_owned(fd)) \
-		return real_(__VA_ARGS__); \
+	if (__builtin_expect(fd_surely_not_owned(fd), 1)) \
+		return libc.sym(__VA_ARGS__); \
 } while (0)
 
 /* connect() on behalf of a TCP Fast Open sendto()/sendmsg(): -2 when fd is

@@ -3,13 +3,46 @@
 #include "libc.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
-struct libc_syms libc;
+/* The hottest calls start out as stubs that look the real function up on
+ * their first call: the hooks can then jump through the pointer without
+ * testing it, and a process pays for the lookups it needs, when it needs
+ * them.  A symbol that cannot be found keeps its stub, which fails with
+ * ENOSYS. */
+#define FIRST(sym, params, args)                                                  \
+	static ssize_t first_##sym params                                         \
+	{                                                                         \
+		void *p = libc_sym(#sym);                                         \
+                                                                                  \
+		if (p == NULL) {                                                  \
+			errno = ENOSYS;                                           \
+			return -1;                                                \
+		}                                                                 \
+		__atomic_store_n((void **)&libc.sym, p, __ATOMIC_RELAXED);        \
+		return libc.sym args;                                             \
+	}
+FIRST(read, (int fd, void *b, size_t n), (fd, b, n))
+FIRST(write, (int fd, const void *b, size_t n), (fd, b, n))
+FIRST(recv, (int fd, void *b, size_t n, int f), (fd, b, n, f))
+FIRST(send, (int fd, const void *b, size_t n, int f), (fd, b, n, f))
+FIRST(recvfrom, (int fd, void *b, size_t n, int f, struct sockaddr *a, socklen_t *l), (fd, b, n, f, a, l))
+FIRST(sendto, (int fd, const void *b, size_t n, int f, const struct sockaddr *a, socklen_t l), (fd, b, n, f, a, l))
+FIRST(recvmsg, (int fd, struct msghdr *m, int f), (fd, m, f))
+FIRST(sendmsg, (int fd, const struct msghdr *m, int f), (fd, m, f))
+FIRST(readv, (int fd, const struct iovec *v, int n), (fd, v, n))
+FIRST(writev, (int fd, const struct iovec *v, int n), (fd, v, n))
+
+struct libc_syms libc = {
+	.read = first_read, .write = first_write, .recv = first_recv, .send = first_send,
+	.recvfrom = first_recvfrom, .sendto = first_sendto, .recvmsg = first_recvmsg,
+	.sendmsg = first_sendmsg, .readv = first_readv, .writev = first_writev,
+};
 
 void *
 libc_sym(const char *name)
@@ -28,26 +61,30 @@ libc_sym(const char *name)
 }
 
 #define SYM(name) do { if (libc.name == NULL) libc.name = (__typeof__(libc.name))libc_sym(#name); } while (0)
+/* A stubbed symbol: resolve it now too, so that the shim's own calls never
+ * look symbols up while it holds a lock. */
+#define SYM_FIRST(name) do { void *p_; if (libc.name == first_##name && (p_ = libc_sym(#name)) != NULL) \
+	__atomic_store_n((void **)&libc.name, p_, __ATOMIC_RELAXED); } while (0)
 
 static void
 resolve(void)
 {
 	SYM(connect);
-	SYM(read);
-	SYM(write);
-	SYM(recv);
-	SYM(send);
-	SYM(recvfrom);
-	SYM(sendto);
-	SYM(recvmsg);
-	SYM(sendmsg);
+	SYM_FIRST(read);
+	SYM_FIRST(write);
+	SYM_FIRST(recv);
+	SYM_FIRST(send);
+	SYM_FIRST(recvfrom);
+	SYM_FIRST(sendto);
+	SYM_FIRST(recvmsg);
+	SYM_FIRST(sendmsg);
 	SYM(recvmmsg);
 	SYM(sendmmsg);
 	SYM(preadv2);
 	SYM(pwritev2);
 	SYM(ioctl);
-	SYM(readv);
-	SYM(writev);
+	SYM_FIRST(readv);
+	SYM_FIRST(writev);
 	SYM(sendfile);
 	SYM(splice);
 	SYM(close);

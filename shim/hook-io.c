@@ -67,10 +67,6 @@ owned_send(int fd, const void *buf, size_t len, int flags)
 static ssize_t NOINLINE
 read_slow(int fd, void *buf, size_t len)
 {
-	if (!LIBC_READY(read)) {
-		errno = ENOSYS;
-		return -1;
-	}
 	if (!fd_is_owned(fd))
 		return libc.read(fd, buf, len);
 	return owned_recv(fd, buf, len, 0);
@@ -86,10 +82,6 @@ read(int fd, void *buf, size_t len)
 static ssize_t NOINLINE
 write_slow(int fd, const void *buf, size_t len)
 {
-	if (!LIBC_READY(write)) {
-		errno = ENOSYS;
-		return -1;
-	}
 	if (!fd_is_owned(fd))
 		return libc.write(fd, buf, len);
 	return owned_send(fd, buf, len, 0);
@@ -105,10 +97,6 @@ write(int fd, const void *buf, size_t len)
 static ssize_t NOINLINE
 recv_slow(int fd, void *buf, size_t len, int flags)
 {
-	if (!LIBC_READY(recv)) {
-		errno = ENOSYS;
-		return -1;
-	}
 	if (!fd_is_owned(fd))
 		return libc.recv(fd, buf, len, flags);
 	return owned_recv(fd, buf, len, flags);
@@ -124,10 +112,6 @@ recv(int fd, void *buf, size_t len, int flags)
 static ssize_t NOINLINE
 send_slow(int fd, const void *buf, size_t len, int flags)
 {
-	if (!LIBC_READY(send)) {
-		errno = ENOSYS;
-		return -1;
-	}
 	if (!fd_is_owned(fd))
 		return libc.send(fd, buf, len, flags);
 	return owned_send(fd, buf, len, flags);
@@ -143,10 +127,6 @@ send(int fd, const void *buf, size_t len, int flags)
 static ssize_t NOINLINE
 recvfrom_slow(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
 {
-	if (!LIBC_READY(recvfrom)) {
-		errno = ENOSYS;
-		return -1;
-	}
 	if (!fd_is_owned(fd))
 		return libc.recvfrom(fd, buf, len, flags, from, fromlen);
 	if (from != NULL && fromlen != NULL && getpeername(fd, from, fromlen) != 0)
@@ -164,10 +144,6 @@ recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, sockle
 static ssize_t NOINLINE
 sendto_slow(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
 {
-	if (!LIBC_READY(sendto)) {
-		errno = ENOSYS;
-		return -1;
-	}
 	if (!fd_is_owned(fd)) {
 		switch (fastopen(fd, to, tolen, flags)) {
 		case 0:
@@ -272,10 +248,6 @@ owned_writev(int fd, const struct iovec *iov, int iovcnt, int flags)
 static ssize_t NOINLINE
 readv_slow(int fd, const struct iovec *iov, int iovcnt)
 {
-	if (!LIBC_READY(readv)) {
-		errno = ENOSYS;
-		return -1;
-	}
 	if (!fd_is_owned(fd))
 		return libc.readv(fd, iov, iovcnt);
 	return owned_readv(fd, iov, iovcnt, 0);
@@ -291,10 +263,6 @@ readv(int fd, const struct iovec *iov, int iovcnt)
 static ssize_t NOINLINE
 writev_slow(int fd, const struct iovec *iov, int iovcnt)
 {
-	if (!LIBC_READY(writev)) {
-		errno = ENOSYS;
-		return -1;
-	}
 	if (!fd_is_owned(fd))
 		return libc.writev(fd, iov, iovcnt);
 	return owned_writev(fd, iov, iovcnt, 0);
@@ -312,10 +280,6 @@ recvmsg_slow(int fd, struct msghdr *msg, int flags)
 {
 	ssize_t r;
 
-	if (!LIBC_READY(recvmsg)) {
-		errno = ENOSYS;
-		return -1;
-	}
 	if (!fd_is_owned(fd))
 		return libc.recvmsg(fd, msg, flags);
 	r = owned_readv(fd, msg->msg_iov, (int)msg->msg_iovlen, flags);
@@ -365,10 +329,6 @@ passes_ours(const struct msghdr *msg)
 static ssize_t NOINLINE
 sendmsg_slow(int fd, const struct msghdr *msg, int flags)
 {
-	if (!LIBC_READY(sendmsg)) {
-		errno = ENOSYS;
-		return -1;
-	}
 	if (passes_ours(msg)) {
 		errno = EPERM;
 		return -1;

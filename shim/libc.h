@@ -75,7 +75,9 @@ void *libc_sym(const char *name);
 
 /* Make sure one symbol is resolved, lazily, so that a process pays only for
  * the calls it makes; the hot-path check is one load and a branch.  A hook
- * whose symbol is missing fails with ENOSYS rather than calling NULL. */
+ * whose symbol is missing fails with ENOSYS rather than calling NULL.  The
+ * ten data calls need no check: they start as stubs that resolve on their
+ * first call (libc.c). */
 #define LIBC_READY(sym) (__builtin_expect(libc.sym != NULL, 1) || \
 	(libc.sym = (__typeof__(libc.sym))libc_sym(#sym)) != NULL)
 

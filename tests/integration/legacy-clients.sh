@@ -188,24 +188,18 @@ if ! have_shim; then
         case_skip $c "$SHIM_MISSING"
     done
 else
-    RUN=(sts_shim "${FM_ENV[@]}" STARTTLS_SHIM_LOG="$W/fm-pop3.log" --)
-    fm_rc pop3-shim pop3 110
-    fm_run pop3-shim; rc=$?
-    if [ $rc -ne 0 ]; then
-        case_fail fetchmail-pop3-shim-fetched "fetchmail rc=$rc: $(grep -E 'POP3[<>]|fetchmail: [A-Z]' "$W/pop3-shim.out" | tail -4)"
-        sts_dump "$W/pop3-shim.out" "$W/fm-pop3.log"
-    else
-        fm_check_fetched fetchmail-pop3-shim-fetched pop3-shim
-    fi
-    RUN=(sts_shim "${FM_ENV[@]}" STARTTLS_SHIM_LOG="$W/fm-imap.log" --)
-    fm_rc imap-shim imap 143
-    fm_run imap-shim; rc=$?
-    if [ $rc -ne 0 ]; then
-        case_fail fetchmail-imap-shim-fetched "fetchmail rc=$rc: $(grep -E 'IMAP[<>]|fetchmail: [A-Z]' "$W/imap-shim.out" | tail -4)"
-        sts_dump "$W/imap-shim.out" "$W/fm-imap.log"
-    else
-        fm_check_fetched fetchmail-imap-shim-fetched imap-shim
-    fi
+    for pp in pop3:110:POP3 imap:143:IMAP; do
+        IFS=: read -r proto port tag <<<"$pp"
+        RUN=(sts_shim "${FM_ENV[@]}" STARTTLS_SHIM_LOG="$W/fm-$proto.log" --)
+        fm_rc "$proto-shim" "$proto" "$port"
+        fm_run "$proto-shim"; rc=$?
+        if [ $rc -ne 0 ]; then
+            case_fail "fetchmail-$proto-shim-fetched" "fetchmail rc=$rc: $(grep -E "$tag[<>]|fetchmail: [A-Z]" "$W/$proto-shim.out" | tail -4)"
+            sts_dump "$W/$proto-shim.out" "$W/fm-$proto.log"
+        else
+            fm_check_fetched "fetchmail-$proto-shim-fetched" "$proto-shim"
+        fi
+    done
     # One login each, over TLS, from the client address (not a trusted one).
     p=$(grep -c "pop3-login: Info: Login: user=<$STS_USER>.*rip=127.0.0.1, lip=127.0.0.2.*, TLS" "$STS_DOVECOT_LOG")
     i=$(grep -c "imap-login: Info: Login: user=<$STS_USER>.*rip=127.0.0.1, lip=127.0.0.2.*, TLS" "$STS_DOVECOT_LOG")

@@ -127,6 +127,29 @@ config_check_cafile(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+const char *
+config_parse_log(const char *s, char *err, size_t errlen)
+{
+	static const char *const levels[] = { "error", "warn", "warning", "info", "debug" };
+	size_t i;
+
+	if (*s == '\0' || strcmp(s, "stderr") == 0 || strcmp(s, "syslog") == 0)
+		return s;
+	if (strncmp(s, "file:", 5) == 0)
+		s += 5;
+	if (s[0] == '/' && s[1] != '\0' && strlen(s) < PATH_MAX)
+		return s;
+	for (i = 0; i < sizeof levels / sizeof levels[0]; i++)
+		if (strcmp(s, levels[i]) == 0) {
+			snprintf(err, errlen, "'%s' is a log level, not a destination (set STARTTLS_SHIM_LOG_LEVEL=%s; "
+			    "STARTTLS_SHIM_LOG takes stderr, syslog or an absolute file path)", s, s);
+			return NULL;
+		}
+	snprintf(err, errlen, "'%.60s' is not a log destination (stderr, syslog, or an absolute file path "
+	    "such as /var/log/starttls-shim.log or file:/var/log/starttls-shim.log)", s);
+	return NULL;
+}
+
 static int
 valid_ehlo(const char *s)
 {
@@ -158,23 +181,28 @@ set_error(const char *what, const char *msg)
 void
 config_load(int secure)
 {
-	char err[256], host[256];
+	char err[256];
 	const char *v;
 
 	free(config.cafile);	/* loaded once in the shim; again in tests */
 	memset(&config, 0, sizeof config);
 	config.policy = POLICY_VERIFY;
 	config.timeout_ms = DEFAULT_TIMEOUT_S * 1000;
-	if (gethostname(host, sizeof host) != 0 || !valid_ehlo(host))
-		strcpy(host, "localhost");
-	host[sizeof host - 1] = '\0';
-	snprintf(config.ehlo, sizeof config.ehlo, "%s", host);
+	/* Our EHLO crosses the network before TLS: a neutral name, not this
+	 * host's (the program's own EHLO goes inside TLS anyway). */
+	snprintf(config.ehlo, sizeof config.ehlo, "%s", DEFAULT_EHLO);
 	(void)config_parse_ports(DEFAULT_PORTS, config.ports, &config.nports, err, sizeof err);
 	if (secure)
 		return;
 
-	if ((v = getenv("STARTTLS_SHIM_LOG")) != NULL && log_open(v) != 0)
-		log_error("cannot open log file '%s': %s; logging to stderr", v, strerror(errno));
+	if ((v = getenv("STARTTLS_SHIM_LOG")) != NULL) {
+		const char *dest = config_parse_log(v, err, sizeof err);
+
+		if (dest == NULL)
+			set_error("STARTTLS_SHIM_LOG", err);
+		else if (log_open(dest) != 0)
+			log_error("cannot open log file '%s': %s; logging to stderr", dest, strerror(errno));
+	}
 	if ((v = getenv("STARTTLS_SHIM_LOG_LEVEL")) != NULL) {
 		if (strcmp(v, "error") == 0) log_threshold = LOG_LVL_ERROR;
 		else if (strcmp(v, "warn") == 0) log_threshold = LOG_LVL_WARN;

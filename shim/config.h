@@ -17,6 +17,7 @@ enum policy { POLICY_MAY, POLICY_ENCRYPT, POLICY_VERIFY };
 #define CONFIG_MAX_PORTS 32
 #define DEFAULT_PORTS "25/smtp,587/smtp,110/pop3,143/imap"
 #define DEFAULT_TIMEOUT_S 30
+#define DEFAULT_EHLO "localhost"
 
 struct port_rule {
 	unsigned short port;
@@ -46,6 +47,10 @@ int config_parse_policy(const char *s, enum policy *out, char *err, size_t errle
 int config_parse_ports(const char *s, struct port_rule *out, int *n, char *err, size_t errlen);
 int config_parse_timeout(const char *s, int *ms, char *err, size_t errlen);
 int config_check_cafile(const char *path, char *err, size_t errlen);
+/* STARTTLS_SHIM_LOG: "stderr", "syslog", an absolute path or "file:/path".
+ * Returns what log_open() takes (the path without "file:"), or NULL with a
+ * sentence in err (a bare word is never a file in the working directory). */
+const char *config_parse_log(const char *s, char *err, size_t errlen);
 
 const char *policy_name(enum policy p);
 

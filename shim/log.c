@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -20,7 +21,7 @@ static int use_syslog;
 int
 log_open(const char *where)
 {
-	int fd;
+	int fd, flags;
 
 	if (where == NULL || *where == '\0' || strcmp(where, "stderr") == 0)
 		return 0;
@@ -29,7 +30,12 @@ log_open(const char *where)
 		use_syslog = 1;
 		return 0;
 	}
-	fd = open(where, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	/* A privileged process must not follow a symlink planted where its
+	 * log goes (it would append to any file); 0600: lines name hosts. */
+	flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY;
+	if (geteuid() == 0 || getauxval(AT_SECURE) != 0)
+		flags |= O_NOFOLLOW;
+	fd = open(where, flags, 0600);
 	if (fd < 0)
 		return -1;
 	log_fd = fd;

@@ -11,9 +11,11 @@ enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 extern enum log_level log_threshold;
 
-/* Configure the sink: "stderr" (or NULL/empty), "syslog", or a file path
- * opened for append.  Returns 0, or -1 when the file cannot be opened (the
- * sink then stays stderr). */
+/* Configure the sink: "stderr" (or NULL/empty), "syslog", or an absolute
+ * file path (checked by config_parse_log) opened for append, mode 0600,
+ * without following a final symlink when the process is privileged.
+ * Returns 0, or -1 with errno when the file cannot be opened (the sink then
+ * stays stderr). */
 int log_open(const char *where);
 
 void log_line(enum log_level lvl, const char *fmt, ...)

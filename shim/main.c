@@ -36,8 +36,8 @@ usage(FILE *f)
 "  --cafile FILE  also trust the CA certificates in FILE\n"
 "  --ports LIST   ports to upgrade (default %s)\n"
 "  --timeout S    seconds allowed for the whole upgrade (default %d)\n"
-"  --ehlo NAME    name for the shim's EHLO (default: this host's name)\n"
-"  --log DEST     stderr (default), syslog, or a file to append to\n"
+"  --ehlo NAME    name for the shim's own EHLO, sent before TLS (default: localhost)\n"
+"  --log DEST     stderr (default), syslog, or an absolute file path to append to\n"
 "  --coalesce     hold small writes back to fill whole TLS records (flushed\n"
 "                 whenever the program waits, closes, forks or exits)\n"
 "  -v             log each upgraded connection; twice: debug\n"
@@ -166,6 +166,8 @@ main(int argc, char **argv)
 			setenv("STARTTLS_SHIM_EHLO", optarg, 1);
 			break;
 		case 'l':
+			if (config_parse_log(optarg, err, sizeof err) == NULL)
+				return die("--log: %s", err);
 			setenv("STARTTLS_SHIM_LOG", optarg, 1);
 			break;
 		case 'C':
@@ -202,6 +204,8 @@ main(int argc, char **argv)
 		return die("STARTTLS_SHIM_CAFILE: %s", err);
 	if ((old = getenv("STARTTLS_SHIM_TIMEOUT")) && config_parse_timeout(old, &ms, err, sizeof err))
 		return die("STARTTLS_SHIM_TIMEOUT: %s", err);
+	if ((old = getenv("STARTTLS_SHIM_LOG")) && config_parse_log(old, err, sizeof err) == NULL)
+		return die("STARTTLS_SHIM_LOG: %s", err);
 
 	if (find_library(lib, sizeof lib) != 0)
 		return die("cannot find %s", LIBNAME);

@@ -58,23 +58,34 @@ $(B)/tests/unit/%: tests/unit/%.c $(CORE_OBJ) | $(B)/tests/unit
 $(B)/examples/%: examples/%.c $(wildcard examples/*.h) | $(B)/examples
 	$(CC) $(OPTFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -o $@ $< -lpthread
 
+# The targets that test install their Debian packages first (as root; else
+# they print the apt-get line and stop), before anything is compiled: on a
+# bare machine the build itself needs uthash-dev and libssl-dev.
 deps:
 	@tests/lib/deps.sh
 
-check: all $(UNIT) $(EXAMPLES)
+check:
+	@tests/lib/deps.sh
+	@$(MAKE) --no-print-directory all $(UNIT) $(EXAMPLES)
 	@tests/run.sh
 
 # The same suites with the library and the C test programs under ASan+UBSan.
 check-sanitize:
+	@tests/lib/deps.sh
 	@tests/sanitize.sh
 
-demo: all
+demo:
+	@tests/lib/deps.sh
+	@$(MAKE) --no-print-directory all
 	@tests/demo.sh
 
-bench: all
+bench:
+	@tests/lib/deps.sh
+	@$(MAKE) --no-print-directory all
 	@tests/bench/bench.sh
 
 fuzz:
+	@tests/lib/deps.sh
 	@tests/fuzz/run.sh
 
 install: all

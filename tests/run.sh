@@ -5,7 +5,7 @@
 # stderr) or anything else (fail), or it runs several cases and prints one line
 # per case on stdout: "PASS name", "FAIL name: why", "SKIP name: why"; then those
 # lines are what counts. Without arguments every test under tests/ runs, in the
-# order: unit, io, integration, hostile.
+# order: setup, unit, io, integration, hostile.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -13,7 +13,8 @@ logdir=${STS_LOGDIR:-$top/build/test-logs}
 mkdir -p "$logdir"
 
 if [ $# -eq 0 ]; then
-    set -- $(ls build/tests/unit/* 2>/dev/null) \
+    set -- $(ls tests/setup/*.sh 2>/dev/null) \
+           $(ls build/tests/unit/* 2>/dev/null) \
            $(ls tests/io/*.sh 2>/dev/null) \
            $(ls tests/integration/*.sh 2>/dev/null) \
            $(ls tests/hostile/*.sh 2>/dev/null)

@@ -20,5 +20,19 @@ echo "deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
 # Postfix asks how to configure itself; the tests bring their own config.
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
-apt-get install -y -q $missing >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $missing >/dev/null; }
+# The package lists may be stale or absent on a fresh machine: update once
+# and retry.  A failure stops here (make then stops before compiling).
+if ! apt-get install -y -q $missing >/dev/null 2>&1; then
+    apt-get update -q >/dev/null 2>&1 || echo "deps: apt-get update failed" >&2
+    if ! apt-get install -y -q $missing >/dev/null; then
+        echo "deps: apt-get install failed; install them by hand:" >&2
+        echo "  apt-get install -y$missing" >&2
+        exit 1
+    fi
+fi
+for p in $missing; do
+    [ "$p" = nodejs ] && continue
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+        { echo "deps: $p is still not installed after apt-get" >&2; exit 1; }
+done
 echo "deps: done"

@@ -65,7 +65,9 @@ conn_new(const struct port_rule *rule, const struct sockaddr *sa, socklen_t sale
 	buf_init(&c->raw, rule->proto->max_line * rule->proto->max_lines);
 	buf_init(&c->give, 2048);
 	buf_init(&c->pend, PEND_MAX);
-	names_lookup(sa, c->host, sizeof c->host);
+	names_lookup(sa, &c->names);
+	snprintf(c->host, sizeof c->host, "%s",
+	    names_sni(&c->names) != NULL ? names_sni(&c->names) : c->names.c[0].text);
 	c->peerlen = salen < sizeof c->peer ? salen : sizeof c->peer;
 	memcpy(&c->peer, sa, c->peerlen);
 	c->proto->start(&c->dlg, config.ehlo);
@@ -138,8 +140,13 @@ ready(struct conn *c, int fd)
 	char desc[128];
 
 	c->tls_ops->describe(c->tls, desc, sizeof desc);
-	log_info("%s:%u policy=%s: upgraded to %s, certificate %s", c->host, c->port,
-	    policy_name(c->policy), desc, c->policy == POLICY_VERIFY ? "verified" : "not verified");
+	if (c->policy == POLICY_VERIFY)
+		log_info("%s:%u policy=%s: upgraded to %s, certificate verified, name=%s (%s)", c->host, c->port,
+		    policy_name(c->policy), desc, c->names.c[c->names.matched].text,
+		    names_why(c->names.c[c->names.matched].why));
+	else
+		log_info("%s:%u policy=%s: upgraded to %s, certificate not verified", c->host, c->port,
+		    policy_name(c->policy), desc);
 	end_dialogue(c);
 	c->proto->greeting(c->host, &c->give);
 	/* Our Finished is still unacknowledged, so Nagle would hold the
@@ -167,12 +174,23 @@ plaintext(struct conn *c, int fd, const char *why)
 	set_state(c, fd, CS_PLAIN);
 }
 
+/* "certificate name mismatch (tried localhost, myhost.example)": the
+ * candidates, in the log line and the refusal (bounded by errlen). */
+static void
+name_mismatch(struct conn *c, char *err, size_t errlen)
+{
+	char tried[200];
+
+	names_list(&c->names, tried, sizeof tried);
+	snprintf(err, errlen, "certificate name mismatch (tried %s)", tried);
+}
+
 static void
 start_tls(struct conn *c, int fd)
 {
 	char err[256];
 
-	c->tls = c->tls_ops->conn_new(fd, c->host, c->port, c->policy == POLICY_VERIFY, err, sizeof err);
+	c->tls = c->tls_ops->conn_new(fd, &c->names, c->port, c->policy == POLICY_VERIFY, err, sizeof err);
 	if (c->tls == NULL) {
 		refuse(c, fd, err);
 		return;
@@ -325,6 +343,16 @@ drive(struct conn *c, int fd, int patient)
 			c->tls_ops->set_fd(c->tls, fd);
 			err[0] = '\0';
 			rc = c->tls_ops->handshake(c->tls, err, sizeof err);
+			/* Under verify the backend says which candidate the
+			 * certificate matched; none (whatever the reason) is a
+			 * mismatch, never a pass. */
+			if (rc == TLS_OK && c->policy == POLICY_VERIFY &&
+			    (c->names.matched < 0 || (unsigned)c->names.matched >= c->names.n)) {
+				snprintf(err, sizeof err, "certificate name mismatch");
+				rc = TLS_ERR;
+			}
+			if (rc == TLS_ERR && strncmp(err, "certificate name mismatch", 25) == 0)
+				name_mismatch(c, err, sizeof err);
 			if (rc == TLS_OK)
 				ready(c, fd);
 			else if (rc == TLS_WANT_READ)

@@ -21,6 +21,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "names.h"
 #include "proto.h"
 
 enum conn_state {
@@ -66,7 +67,8 @@ struct conn {
 	unsigned short port;
 	struct sockaddr_storage peer;	/* what the program connected to */
 	socklen_t peerlen;
-	char host[256];			/* the name the program resolved, or the address */
+	char host[256];			/* for logs: the SNI name, else the address */
+	struct names names;		/* what the certificate may match (names.h) */
 };
 
 /* Set up a connection for a watched port.  NULL with errno=ENOMEM. */

@@ -1,5 +1,11 @@
 /* hook-resolver.c - remember the names the program resolves, so connect()
- * knows which name the certificate must carry. */
+ * knows which names the certificate may carry (names.h has the rule).
+ *
+ * Only forward lookups are hooked, and only the name the program asked for
+ * is recorded (never ai_canonname or h_name: a CNAME target is the
+ * network's word).  Reverse lookups (gethostbyaddr, getnameinfo) are not
+ * hooked at all.  A literal ("127.0.0.1", "127.1") is recorded as such by
+ * names_add. */
 #define _GNU_SOURCE
 #include "libc.h"
 #include "names.h"
@@ -98,5 +104,69 @@ gethostbyname2_r(const char *name, int af, struct hostent *ret, char *buf, size_
 	r = libc.gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
 	if (r == 0 && result != NULL)
 		remember_hostent(*result, name);
+	return r;
+}
+
+/* getaddrinfo_a (libanl; libc itself since glibc 2.34, whose helper thread
+ * calls its internal getaddrinfo, not our hook).  GAI_WAIT: the results are
+ * there when it returns, recorded as the calling thread's lookups.
+ * GAI_NOWAIT: recorded when the program learns a request is done, through
+ * gai_error() returning 0, as a lookup of the thread that asked.  A program
+ * that reads ar_result from its sigevent notification without calling
+ * gai_error() is not seen: its connections get the address as the only
+ * candidate, so verify refuses them (fails closed) unless the certificate
+ * names the address. */
+static int (*real_getaddrinfo_a)(int, struct gaicb **, int, struct sigevent *);
+static int (*real_gai_error)(struct gaicb *);
+
+static void
+remember_gai(const struct gaicb *req)
+{
+	const struct addrinfo *ai;
+
+	if (req == NULL || req->ar_name == NULL)
+		return;
+	for (ai = req->ar_result; ai != NULL; ai = ai->ai_next)
+		if (ai->ai_addr != NULL)
+			names_add(ai->ai_addr, req->ar_name);
+}
+
+static int
+gai_ready(void)
+{
+	if (real_gai_error == NULL)
+		real_gai_error = (int (*)(struct gaicb *))libc_sym("gai_error");
+	return real_gai_error != NULL;
+}
+
+int
+getaddrinfo_a(int mode, struct gaicb *list[], int nitems, struct sigevent *sevp)
+{
+	int i, r;
+
+	if (real_getaddrinfo_a == NULL &&
+	    (real_getaddrinfo_a = (int (*)(int, struct gaicb **, int, struct sigevent *))
+	        libc_sym("getaddrinfo_a")) == NULL) {
+		errno = ENOSYS;
+		return EAI_SYSTEM;
+	}
+	r = real_getaddrinfo_a(mode, list, nitems, sevp);
+	if (mode == GAI_WAIT && list != NULL && gai_ready())
+		for (i = 0; i < nitems; i++)
+			if (list[i] != NULL && real_gai_error(list[i]) == 0)
+				remember_gai(list[i]);
+	return r;
+}
+
+int
+gai_error(struct gaicb *req)
+{
+	int r;
+
+	if (!gai_ready())
+		return EAI_SYSTEM;
+	r = real_gai_error(req);
+	if (r == 0)
+		remember_gai(req);
 	return r;
 }

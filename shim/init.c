@@ -4,6 +4,7 @@
 #include "conn.h"
 #include "libc.h"
 #include "log.h"
+#include "names.h"
 #include "table.h"
 
 #include <pthread.h>
@@ -22,6 +23,7 @@ fork_prepare(void)
 {
 	table_lock();
 	table_each(flush_one);
+	names_atfork(0);
 }
 
 static void
@@ -35,6 +37,7 @@ flush_at_exit(void)
 static void
 fork_parent(void)
 {
+	names_atfork(1);
 	table_each(mark_parent);
 	table_unlock();
 }
@@ -42,6 +45,7 @@ fork_parent(void)
 static void
 fork_child(void)
 {
+	names_atfork(2);
 	table_each(mark_child);
 	table_unlock();
 }

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include "tls.h"
+#include "names.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <sys/socket.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -24,6 +26,7 @@ struct tls_conn {
 	SSL *ssl;
 	int fd;
 	int verify;
+	struct names *names;	/* the candidates (conn.c's); we set ->matched */
 	char key[300];		/* host:port, for the session cache */
 };
 
@@ -174,18 +177,102 @@ tls_init(const struct tls_io *tio, const char *cafile, char *err, size_t errlen)
 
 /* --- sessions ------------------------------------------------------------ */
 
+/* The certificate's subjectAltName against the candidates: the index of
+ * the first (newest) that matches, or -1.  Never the subject CN (RFC 6125
+ * §6.4.4, CA/B Baseline Requirements): a certificate without a SAN matches
+ * nothing; no partial-label wildcards (RFC 7817 §3). */
 static int
-is_ip(const char *host)
+match_names(X509 *x, const struct names *nm)
 {
-	unsigned char a[16];
+	const unsigned flags = X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT;
+	unsigned i;
 
-	return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+	if (x == NULL || nm == NULL)
+		return -1;
+	for (i = 0; i < nm->n; i++) {
+		const char *s = nm->c[i].text;
+
+		if (nm->c[i].is_ip ? X509_check_ip_asc(x, s, 0) == 1 : X509_check_host(x, s, 0, flags, NULL) == 1)
+			return (int)i;
+	}
+	return -1;
+}
+
+/* OpenSSL checks at most one IP and ANDs it with the host names; our
+ * candidates are alternatives (names and the address literal), so the name
+ * check is ours: once the chain is good down to the leaf (depth 0, ok), the
+ * leaf must match a candidate, else the handshake fails with
+ * HOSTNAME_MISMATCH.  An error already found is never overridden. */
+static int
+verify_names_cb(int ok, X509_STORE_CTX *xs)
+{
+	SSL *ssl;
+	struct tls_conn *t;
+	int i;
+
+	if (!ok || X509_STORE_CTX_get_error_depth(xs) != 0)
+		return ok;
+	ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+	t = ssl != NULL ? SSL_get_ex_data(ssl, ex_index) : NULL;
+	i = t != NULL ? match_names(X509_STORE_CTX_get_current_cert(xs), t->names) : -1;
+	if (i < 0) {
+		X509_STORE_CTX_set_error(xs, X509_V_ERR_HOSTNAME_MISMATCH);
+		return 0;
+	}
+	t->names->matched = i;
+	return 1;
+}
+
+/* A resumed session runs no verification (the verify callback is not
+ * called): say which candidate its certificate matches, at the end of the
+ * handshake.  No match leaves names->matched at -1, and conn.c refuses. */
+static void
+resumed_names_cb(const SSL *ssl, int where, int ret)
+{
+	struct tls_conn *t;
+
+	(void)ret;
+	if (!(where & SSL_CB_HANDSHAKE_DONE) || !SSL_session_reused((SSL *)ssl) ||
+	    (t = SSL_get_ex_data(ssl, ex_index)) == NULL)
+		return;
+	t->names->matched = match_names(SSL_get0_peer_certificate(ssl), t->names);
+}
+
+/* The session cache key: the port, the policy and every candidate, so a
+ * session is resumed only for the same set of names (a session verified for
+ * one name is never reused for a connection that did not resolve it).  Long
+ * sets are hashed to fit. */
+static void
+session_key(struct tls_conn *t, unsigned short port, int verify)
+{
+	char all[NAMES_MAX * NAMES_LEN + 64];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned i, mdlen = 0;
+	int n;
+
+	n = snprintf(all, sizeof all, "%u:%d", port, verify);
+	for (i = 0; i < t->names->n && n > 0 && (size_t)n < sizeof all; i++)
+		n += snprintf(all + n, sizeof all - n, "%c%s", i ? ',' : ':', t->names->c[i].text);
+	if (n > 0 && (size_t)n < sizeof t->key) {
+		snprintf(t->key, sizeof t->key, "%s", all);
+		return;
+	}
+	if (EVP_Digest(all, strlen(all), md, &mdlen, EVP_sha256(), NULL) != 1) {
+		t->key[0] = '\0';	/* no caching for this one */
+		ERR_clear_error();
+		return;
+	}
+	n = snprintf(t->key, sizeof t->key, "%u:%d:sha256:", port, verify);
+	for (i = 0; i < mdlen && (size_t)n + 2 < sizeof t->key; i++)
+		n += snprintf(t->key + n, sizeof t->key - n, "%02x", md[i]);
 }
 
 static struct tls_conn *
-tls_conn_new(int fd, const char *host, unsigned short port, int verify, char *err, size_t errlen)
+tls_conn_new(int fd, struct names *names, unsigned short port, int verify, char *err, size_t errlen)
 {
 	struct tls_conn *t = calloc(1, sizeof *t);
+	const char *sni = NULL;
+	char sni_buf[NAMES_LEN];
 	BIO *bio = NULL;
 	unsigned i;
 
@@ -195,7 +282,12 @@ tls_conn_new(int fd, const char *host, unsigned short port, int verify, char *er
 	}
 	t->fd = fd;
 	t->verify = verify;
-	snprintf(t->key, sizeof t->key, "%s:%u:%d", host, port, verify);
+	t->names = names;
+	names->matched = -1;
+	for (i = names->n; i > 0; i--)	/* names_sni(), which lives in the core */
+		if (!names->c[i - 1].is_ip)
+			sni = names->c[i - 1].text;
+	session_key(t, port, verify);
 	t->ssl = SSL_new(ctx);
 	bio = BIO_new(bio_meth);
 	if (t->ssl == NULL || bio == NULL) {
@@ -208,24 +300,32 @@ tls_conn_new(int fd, const char *host, unsigned short port, int verify, char *er
 	bio = NULL;
 	SSL_set_ex_data(t->ssl, ex_index, t);
 
-	if (!is_ip(host))
-		SSL_set_tlsext_host_name(t->ssl, host);
-	if (verify) {
-		X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
+	/* SNI: the newest name, without a final dot (RFC 6066 §3); none for a
+	 * literal. */
+	if (sni != NULL) {
+		size_t l = strlen(sni);
 
-		X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-		if (is_ip(host) ? X509_VERIFY_PARAM_set1_ip_asc(vp, host) != 1 : SSL_set1_host(t->ssl, host) != 1) {
-			err_string(err, errlen, "cannot set the name to verify");
+		snprintf(sni_buf, sizeof sni_buf, "%.*s", (int)(l > 1 && sni[l - 1] == '.' ? l - 1 : l), sni);
+		if (SSL_set_tlsext_host_name(t->ssl, sni_buf) != 1) {
+			err_string(err, errlen, "cannot set the server name (SNI)");
 			goto fail;
 		}
-		SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+	}
+	if (verify) {
+		X509_VERIFY_PARAM_set_hostflags(SSL_get0_param(t->ssl),
+		    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+		SSL_set_verify(t->ssl, SSL_VERIFY_PEER, verify_names_cb);
+		SSL_set_info_callback(t->ssl, resumed_names_cb);
 	} else
 		SSL_set_verify(t->ssl, SSL_VERIFY_NONE, NULL);
 
 	pthread_mutex_lock(&cache_lock);
-	for (i = 0; i < CACHE_SLOTS; i++)
+	for (i = 0; t->key[0] != '\0' && i < CACHE_SLOTS; i++)
 		if (cache[i].sess != NULL && strcmp(cache[i].key, t->key) == 0) {
-			if (SSL_SESSION_is_resumable(cache[i].sess))
+			/* A resumed session skips verification: resume only one
+			 * whose certificate matches a candidate now. */
+			if (SSL_SESSION_is_resumable(cache[i].sess) &&
+			    (!verify || match_names(SSL_SESSION_get0_peer(cache[i].sess), names) >= 0))
 				SSL_set_session(t->ssl, cache[i].sess);
 			break;
 		}

@@ -28,8 +28,9 @@ struct tls_io {
 };
 
 struct tls_conn;
+struct names;
 
-#define TLS_OPS_ABI 1
+#define TLS_OPS_ABI 2	/* 2: conn_new takes the candidate names */
 
 struct tls_ops {
 	unsigned abi;
@@ -37,9 +38,13 @@ struct tls_ops {
 	 * directory consulted lazily, plus `cafile` when non-empty).
 	 * Returns 0, or -1 with a sentence in err. */
 	int (*init)(const struct tls_io *io, const char *cafile, char *err, size_t errlen);
-	/* A client session on `fd` for `host` (a name or an IP literal) and
-	 * `port`; `verify` checks chain and name.  NULL with err on failure. */
-	struct tls_conn *(*conn_new)(int fd, const char *host, unsigned short port, int verify,
+	/* A client session on `fd` to `port` for the candidate names of
+	 * names.h (SNI: the newest name among them).  `verify` checks the
+	 * chain, and that the certificate's subjectAltName (never the subject
+	 * CN) matches one of the candidates; the handshake then sets
+	 * names->matched to that candidate's index.  `names` must outlive the
+	 * session.  NULL with err on failure. */
+	struct tls_conn *(*conn_new)(int fd, struct names *names, unsigned short port, int verify,
 	    char *err, size_t errlen);
 	/* Use another descriptor of the same socket (after dup/close). */
 	void (*set_fd)(struct tls_conn *t, int fd);

@@ -19,7 +19,8 @@ SSL_LIBS   := $(shell $(PKG_CONFIG) --libs openssl 2>/dev/null || echo -lssl -lc
 B        ?= build
 # The preloaded library: hooks, fd table, dialogues.  No OpenSSL in here.
 CORE     = libc config log buf proto smtp pop3 imap names table conn tls init \
-           hook-connect hook-io hook-poll hook-epoll hook-fd hook-stdio hook-resolver
+           hook-connect hook-io hook-poll hook-epoll hook-fd hook-stdio hook-resolver \
+           iofile hook-glibc hook-process
 CORE_OBJ = $(CORE:%=$(B)/obj/%.o)
 # The wrapper shares the settings parsers.
 WRAP_OBJ = $(B)/obj/main.o $(B)/obj/config.o $(B)/obj/log.o $(B)/obj/libc.o $(B)/obj/buf.o \

@@ -272,8 +272,8 @@ getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 }
 
 /* ioctl(FIONREAD) on a connection of ours: the bytes a read() would return
- * now, not the encrypted bytes in the socket.  Every other request is the
- * kernel's. */
+ * now, not the encrypted bytes in the socket.  FIONCLEX on ours keeps
+ * close-on-exec.  Every other request is the kernel's. */
 int
 ioctl(int fd, unsigned long req, ...)
 {
@@ -288,6 +288,11 @@ ioctl(int fd, unsigned long req, ...)
 	if (!LIBC_READY(ioctl)) {
 		errno = ENOSYS;
 		return -1;
+	}
+	if (req == FIONCLEX && fd_is_owned(fd)) {
+		/* as F_SETFD: an exec'd program would write cleartext into the session */
+		log_warn("fd %d: keeping close-on-exec: a TLS session cannot survive exec()", fd);
+		return libc.ioctl(fd, FIOCLEX, arg);
 	}
 	if (req != FIONREAD || !fd_is_owned(fd) || (c = table_get(fd)) == NULL)
 		return libc.ioctl(fd, req, arg);

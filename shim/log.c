@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <syslog.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 enum log_level log_threshold = LOG_LVL_WARN;
@@ -42,6 +43,25 @@ log_open(const char *where)
 	return 0;
 }
 
+/* Is fd a place a log line may go?  Only a file, a pipe, a terminal or an
+ * AF_UNIX socket (systemd's journal stream).  Never a TCP socket: a program
+ * started with stderr closed gets its mail socket as fd 2, an inetd service
+ * has its client there, and the line would go into their byte stream raw
+ * (in the middle of a TLS session, on ours).  Every fd the shim owns is an
+ * AF_INET/AF_INET6 socket, so this test covers those too; it is made per
+ * line because fd 2 can change under us.  A line that may not go out is
+ * dropped: nowhere is left to report it. */
+static int
+sink_ok(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		return 1;	/* ENOTSOCK; or EBADF, and then the write fails too */
+	return ss.ss_family == AF_UNIX;
+}
+
 void
 log_line(enum log_level lvl, const char *fmt, ...)
 {
@@ -64,7 +84,7 @@ log_line(enum log_level lvl, const char *fmt, ...)
 	} else {
 		line[n++] = '\n';
 		libc_init();
-		if (libc.write != NULL && libc.write(log_fd, line, n) < 0) {
+		if (libc.write != NULL && sink_ok(log_fd) && libc.write(log_fd, line, n) < 0) {
 			/* nowhere left to report it */
 		}
 	}

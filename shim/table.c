@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "table.h"
 #include "conn.h"
+#include "iofile.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -57,6 +58,8 @@ table_add(int fd, struct conn *c)
 	}
 	e->fd = fd;
 	e->c = c;
+	if (__atomic_load_n(&fd_owned, __ATOMIC_ACQUIRE) == NULL)
+		stdio_arm();	/* before our first fd: stdio's internal writes reach the hooks (iofile.c) */
 	pthread_mutex_lock(&lock);
 	if (fd_owned == NULL) {
 		unsigned char *map = calloc(FD_FAST_MAX, 1);

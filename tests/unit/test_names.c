@@ -47,7 +47,7 @@ v6(const char *a)
 static const char *
 look(struct sockaddr_storage sa)
 {
-	static char out[1024];
+	static __thread char out[1024];	/* per thread: the two-thread test */
 	struct names n;
 	size_t used = 0;
 	unsigned i;

@@ -206,12 +206,16 @@ judge_lines(struct conn *c, int fd)
 	char why[160];
 	size_t linelen, used;
 	enum dlg_verdict v;
-	int r, greeted;
+	int r, greeted, due = 0;
 
 	for (;;) {
 		r = line_split(buf_head(&c->in), c->in.len, c->proto->max_line, &linelen, &used);
-		if (r == 0)
-			return 1;
+		if (r == 0) {
+			if (!due)
+				return 1;
+			set_state(c, fd, CS_SENDING);
+			return 0;
+		}
 		if (r < 0) {
 			refuse(c, fd, c->in.len >= c->proto->max_line ? "reply too long" : "malformed reply");
 			return 0;
@@ -224,8 +228,14 @@ judge_lines(struct conn *c, int fd)
 			return 0;
 		}
 		buf_consume(&c->in, used);
+		c->dlg.early = c->dlg.early > used ? c->dlg.early - used : 0;
 		if (c->dlg.lines > c->proto->max_lines) {
 			refuse(c, fd, "reply too long (too many lines)");
+			return 0;
+		}
+		/* Our command is due: only unasked chatter may come before it. */
+		if (due && v != DLG_MORE && v != DLG_FAIL) {
+			refuse(c, fd, "data injected before TLS");
 			return 0;
 		}
 		switch (v) {
@@ -233,10 +243,17 @@ judge_lines(struct conn *c, int fd)
 			continue;
 		case DLG_SEND:
 			/* The server must wait for our command: anything already
-			 * here was sent ahead of it. */
+			 * here was sent ahead of it.  IMAP may send untagged data
+			 * at any time: the dialogue judges what is here, marked
+			 * early, before the command goes out. */
 			if (c->in.len > 0) {
-				refuse(c, fd, "data injected before TLS");
-				return 0;
+				if (!c->proto->chatter) {
+					refuse(c, fd, "data injected before TLS");
+					return 0;
+				}
+				c->dlg.early = c->in.len;
+				due = 1;
+				continue;
 			}
 			set_state(c, fd, CS_SENDING);
 			return 0;

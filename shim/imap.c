@@ -1,6 +1,13 @@
 /* imap.c - IMAP STARTTLS (RFC 3501 §6.2.1, RFC 9051): "* OK" greeting,
- * "<tag> STARTTLS", tagged OK.  Untagged data before TLS is dropped; a
- * PREAUTH greeting cannot be upgraded. */
+ * "<tag> STARTTLS", tagged OK.  A PREAUTH greeting cannot be upgraded.
+ *
+ * Untagged data (RFC 9051 §7: "* OK [ALERT] ...", "* CAPABILITY ...",
+ * "* 3 EXISTS"...) may come at any time, even behind the greeting before
+ * our command was sent.  Before the tagged reply it is legal chatter: read,
+ * counted, and dropped unseen (§7.1, §11.3: nothing learned before TLS is
+ * believed, ALERT and REFERRAL text included).  Behind the tagged OK it is
+ * injection (conn.c).  A tagged line that arrived before our command went
+ * out answers a command we never sent: injection too. */
 #define _GNU_SOURCE
 #include "proto.h"
 
@@ -12,6 +19,25 @@
 #include <unistd.h>
 
 enum { IMAP_GREETING, IMAP_STARTTLS };
+
+/* Does `line` end in a literal announcement, "{n}" or "{n+}" (RFC 9051
+ * §4.3; literal8 "~{n}" ends the same way)? */
+static int
+ends_in_literal(const char *line, size_t len)
+{
+	size_t i;
+
+	if (len < 3 || line[len - 1] != '}')
+		return 0;
+	i = len - 1;
+	if (line[i - 1] == '+')
+		i--;
+	if (i == 0 || line[i - 1] < '0' || line[i - 1] > '9')
+		return 0;
+	while (i > 0 && line[i - 1] >= '0' && line[i - 1] <= '9')
+		i--;
+	return i > 0 && line[i - 1] == '{';
+}
 
 /* Does `line` start with `word` followed by a space or the end? */
 static int
@@ -43,6 +69,39 @@ imap_start(struct dlg *d, const char *ehlo)
 	d->tag[1 + 2 * sizeof r] = '\0';
 }
 
+/* One untagged line (after "* ") before our tagged reply. */
+static enum dlg_verdict
+imap_untagged(struct dlg *d, const char *rest, size_t len, char *why, size_t whylen)
+{
+	/* Counted here so that the engine's own cap never fires first. */
+	if (d->lines >= proto_imap.max_lines) {
+		snprintf(why, whylen, "too many untagged responses before TLS");
+		return DLG_FAIL;
+	}
+	d->lines++;
+	if (starts(rest, len, "BYE")) {
+		/* The server is closing (§7.1.5): it refuses, whatever it says. */
+		snprintf(why, whylen, "connection closed by server (BYE)");
+		return DLG_FAIL;
+	}
+	if (starts(rest, len, "PREAUTH")) {
+		/* Only a greeting may say PREAUTH (§7.1.4). */
+		snprintf(why, whylen, "unexpected reply to STARTTLS (PREAUTH)");
+		return DLG_FAIL;
+	}
+	if (ends_in_literal(rest, len)) {
+		/* No response a server may send before authentication carries
+		 * a literal: status responses and CAPABILITY have none in the
+		 * grammar, mailbox data needs a selected mailbox.  Skipping n
+		 * bytes would mean reading binary data (NULs, up to 4 GiB) in
+		 * a line parser for no legitimate server, and reading them as
+		 * lines would judge attacker-chosen bytes as replies. */
+		snprintf(why, whylen, "unexpected reply to STARTTLS (literal)");
+		return DLG_FAIL;
+	}
+	return DLG_MORE;	/* legal chatter: dropped, never believed or shown */
+}
+
 static enum dlg_verdict
 imap_on_line(struct dlg *d, const char *line, size_t len, struct buf *cmd, char *why, size_t whylen)
 {
@@ -68,12 +127,13 @@ imap_on_line(struct dlg *d, const char *line, size_t len, struct buf *cmd, char 
 	}
 
 	/* Waiting for our tagged reply. */
-	if (len >= 2 && line[0] == '*' && line[1] == ' ') {
-		if (++d->lines > 64) {
-			snprintf(why, whylen, "too many untagged responses before TLS");
-			return DLG_FAIL;
-		}
-		return DLG_MORE;	/* untagged data before TLS: never believed */
+	if (len >= 2 && line[0] == '*' && line[1] == ' ')
+		return imap_untagged(d, line + 2, len - 2, why, whylen);
+	if (d->early) {
+		/* A reply to a command that was not sent yet: predicted tags
+		 * (Ruby Net::IMAP) and guessed tags alike. */
+		snprintf(why, whylen, "data injected before TLS");
+		return DLG_FAIL;
 	}
 	if (len > taglen && memcmp(line, d->tag, taglen) == 0 && line[taglen] == ' ') {
 		const char *st = line + taglen + 1;
@@ -113,6 +173,7 @@ const struct proto proto_imap = {
 	.name = "imap",
 	.max_line = 8192,
 	.max_lines = 64,
+	.chatter = 1,
 	.start = imap_start,
 	.on_line = imap_on_line,
 	.greeting = imap_greeting,

@@ -29,12 +29,21 @@ struct dlg {
 	int offered;		/* SMTP: STARTTLS seen in the EHLO reply */
 	char tag[16];		/* IMAP: our unpredictable tag */
 	const char *ehlo;	/* SMTP: our EHLO name */
+	/* Set by the engine: bytes of input, counted from the start of the
+	 * line being judged, that had arrived before our last command went
+	 * out.  Non-zero: the server sent this line unprompted, so it cannot
+	 * be a reply to that command.  Only for protocols with `chatter`. */
+	size_t early;
 };
 
 struct proto {
 	const char *name;
 	size_t max_line;	/* longest line accepted, CRLF included */
 	unsigned max_lines;	/* most lines in one reply */
+	/* The server may send lines at any time, unasked (IMAP untagged
+	 * data, RFC 9051 §7): lines already here when a command is due are
+	 * judged (with `early` set) instead of refused as injection. */
+	int chatter;
 	/* Prepare `d` for a new connection. */
 	void (*start)(struct dlg *d, const char *ehlo);
 	/* Judge one server line (no CRLF, no NUL inside).  On DLG_SEND the

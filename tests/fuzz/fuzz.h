@@ -71,7 +71,7 @@ no_server_text(const char *s)
 		"OK", "STARTTLS", "offered", "EHLO", "refused", "unexpected", "to", "tagged", "PREAUTH",
 		"cannot", "upgrade", "too", "many", "untagged", "responses", "before", "TLS", "long",
 		"lines", "data", "injected", "connection", "closed", "by", "timed", "out", "internal",
-		"error", "-ERR", "NO", "BAD", "BYE", "+",
+		"error", "-ERR", "NO", "BAD", "BYE", "+", "literal",
 	};
 	char word[64];
 	size_t n, i;

@@ -81,6 +81,19 @@ REAL = {
         b"* ok ready\n" + TAG.encode() + b" ok go\n",
         b"* OK ready\r\n" + TAG.encode() + b" OK go\r\n* OK injected\r\n",
         b"S0123456789 OK tagged greeting\r\n",
+        # Untagged chatter (RFC 9051 §7) behind the greeting and before the tagged OK.
+        b"* OK IMAP4rev1 ready\r\n* OK [ALERT] call +1-555-EVIL\r\n* CAPABILITY IMAP4rev1 STARTTLS\r\n"
+        b"* 2 EXISTS\r\n* LIST () \"/\" INBOX\r\n* NO [ALERT] quota\r\n" + TAG.encode() + b" OK go\r\n",
+        b"* OK ready\r\n* OK [ALERT] partial line cut here",
+        b"* OK ready\r\n* OK chatter\r\n* BYE [ALERT] go away\r\n",
+        b"* OK ready\r\n* PREAUTH logged in\r\n",
+        b"* OK ready\r\n* LIST () \"/\" {5}\r\nINBOX\r\n" + TAG.encode() + b" OK go\r\n",
+        b"* OK ready\r\n* 1 FETCH (BINARY[] ~{3}\r\n\0\0\0)\r\n",
+        b"* OK ready\r\n* OK text {5+}\r\n",
+        b"* OK ready\r\n* OK [ALERT] x\r\nA001 OK guessed\r\n",
+        b"* OK ready\r\n" + b"* OK [ALERT] again\r\n" * 64 + TAG.encode() + b" OK go\r\n",
+        b"* OK ready\r\n" + b"* 1 EXISTS\r\n" * 65,
+        b"* OK ready\r\n* 1 EXISTS\r\n" + TAG.encode() + b" OK go\r\n* 2 EXISTS\r\n",
     ],
 }
 

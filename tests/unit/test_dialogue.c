@@ -144,6 +144,115 @@ test_pop3(void)
 	CHECK(r.v == DLG_FAIL && strcmp(r.why, "malformed reply (greeting)") == 0, "IMAP greeting on POP3 -> fail");
 }
 
+/* A dialogue that has judged the greeting "* OK hi" and sent STARTTLS. */
+static void
+imap_greeted(struct dlg *d)
+{
+	struct run r;
+
+	memset(d, 0, sizeof *d);
+	proto_imap.start(d, NULL);
+	r = feed(&proto_imap, d, "* OK hi");
+	CHECK(r.v == DLG_SEND, "greeting -> STARTTLS");
+}
+
+/* Untagged data before TLS (RFC 9051 §7): legal at any time before the
+ * tagged reply, even before our command went out (`early`); dropped. */
+static void
+test_imap_chatter(void)
+{
+	static const char *const chatter[] = {
+		"* OK [ALERT] PRETLS call +1-555-EVIL", "* OK [REFERRAL imap://evil/] PRETLS",
+		"* CAPABILITY IMAP4rev1 AUTH=PLAIN PRETLS", "* 3 EXISTS", "* 1 RECENT",
+		"* LIST () \"/\" PRETLS", "* NO [ALERT] PRETLS", "* BAD PRETLS", "* ", "* OK see {abc}",
+		"* OK {}", "* OK 5}", "* OK {5 }", "* ok [alert] lower case",
+	};
+	static const char *const literal[] = {
+		"* LIST () \"/\" {5}", "* 1 FETCH (BODY[] {0}", "* 1 FETCH (BINARY[] ~{12}",
+		"* OK {5+}", "* CAPABILITY {123456789012}",
+	};
+	struct dlg d;
+	struct run r;
+	char line[128];
+	size_t i;
+	int n;
+
+	for (int early = 0; early <= 1; early++) {
+		imap_greeted(&d);
+		d.early = early ? 1000 : 0;
+		for (i = 0; i < sizeof chatter / sizeof *chatter; i++) {
+			r = feed(&proto_imap, &d, chatter[i]);
+			CHECK(r.v == DLG_MORE, "%s chatter '%s' dropped (%d '%s')", early ? "early" : "late",
+			    chatter[i], r.v, r.why);
+		}
+		d.early = 0;
+		snprintf(line, sizeof line, "%s OK Begin TLS", d.tag);
+		r = feed(&proto_imap, &d, line);
+		CHECK(r.v == DLG_TLS, "%s chatter, then our tagged OK -> TLS", early ? "early" : "late");
+	}
+
+	/* A tagged line (ours, guessed, a continuation) that arrived before
+	 * our command was sent answers nothing we said: injection. */
+	imap_greeted(&d);
+	snprintf(line, sizeof line, "* OK [ALERT] x\n%s OK Begin TLS (before we asked)", d.tag);
+	d.early = 1;
+	r = feed(&proto_imap, &d, line);
+	CHECK(r.v == DLG_FAIL && strcmp(r.why, "data injected before TLS") == 0,
+	    "early tagged OK with our tag -> injection (%d '%s')", r.v, r.why);
+	const char *early_bad[] = { "A001 OK guessed", "+ go", "*", "*OK" };
+	for (i = 0; i < sizeof early_bad / sizeof *early_bad; i++) {
+		imap_greeted(&d);
+		d.early = 1;
+		r = feed(&proto_imap, &d, early_bad[i]);
+		CHECK(r.v == DLG_FAIL && strcmp(r.why, "data injected before TLS") == 0,
+		    "early '%s' -> injection ('%s')", early_bad[i], r.why);
+	}
+
+	/* BYE: the server refuses, before or after our command; no text. */
+	for (int early = 0; early <= 1; early++) {
+		imap_greeted(&d);
+		d.early = early;
+		r = feed(&proto_imap, &d, "* OK [ALERT] first\n* BYE [ALERT] PRETLS log in at evil");
+		CHECK(r.v == DLG_FAIL && strcmp(r.why, "connection closed by server (BYE)") == 0,
+		    "BYE after the greeting -> refused, no server text ('%s')", r.why);
+		imap_greeted(&d);
+		d.early = early;
+		r = feed(&proto_imap, &d, "* bye");
+		CHECK(r.v == DLG_FAIL && strstr(r.why, "BYE") != NULL, "bare lower-case bye -> refused");
+	}
+
+	/* PREAUTH only in a greeting: after it, refused (never plaintext). */
+	imap_greeted(&d);
+	r = feed(&proto_imap, &d, "* PREAUTH PRETLS logged in");
+	CHECK(r.v == DLG_FAIL && strcmp(r.why, "unexpected reply to STARTTLS (PREAUTH)") == 0,
+	    "PREAUTH after the greeting -> fail ('%s')", r.why);
+
+	/* Literals are refused, not skipped or read as lines. */
+	for (i = 0; i < sizeof literal / sizeof *literal; i++) {
+		imap_greeted(&d);
+		r = feed(&proto_imap, &d, literal[i]);
+		CHECK(r.v == DLG_FAIL && strcmp(r.why, "unexpected reply to STARTTLS (literal)") == 0,
+		    "literal '%s' -> fail ('%s')", literal[i], r.why);
+	}
+
+	/* At most max_lines untagged lines before TLS; the dialogue's own
+	 * reason wins over the engine's generic cap. */
+	imap_greeted(&d);
+	d.early = 1;
+	for (n = 0; n < (int)proto_imap.max_lines; n++) {
+		r = feed(&proto_imap, &d, "* OK [ALERT] again");
+		if (r.v != DLG_MORE)
+			break;
+	}
+	CHECK(n == (int)proto_imap.max_lines, "%d untagged lines taken, cap %u", n, proto_imap.max_lines);
+	r = feed(&proto_imap, &d, "* 1 EXISTS");
+	CHECK(r.v == DLG_FAIL && strcmp(r.why, "too many untagged responses before TLS") == 0 &&
+	    d.lines <= proto_imap.max_lines, "line %u past the cap -> fail ('%s', lines %u)",
+	    proto_imap.max_lines + 1, r.why, d.lines);
+	CHECK(proto_imap.chatter && !proto_smtp.chatter && !proto_pop3.chatter,
+	    "only IMAP allows chatter; SMTP and POP3 stay strict");
+}
+
 static void
 test_imap(void)
 {
@@ -192,6 +301,8 @@ test_imap(void)
 	feed(&proto_imap, &d, "* OK hi");
 	r = feed(&proto_imap, &d, "+ go");
 	CHECK(r.v == DLG_FAIL, "continuation -> fail");
+
+	test_imap_chatter();
 }
 
 static void

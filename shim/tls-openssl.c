@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -69,14 +70,26 @@ bio_read(BIO *b, char *data, int len)
 	n = io.recv(t->fd, data, (size_t)len, MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		BIO_set_retry_read(b);
+	if (n == 0 && len > 0)
+		BIO_set_flags(b, BIO_FLAGS_IN_EOF);
 	return (int)n;
 }
 
 static long
 bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
-	(void)b; (void)num; (void)ptr;
-	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+	(void)num; (void)ptr;
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		return 1;
+	case BIO_CTRL_EOF:
+		/* OpenSSL asks this to tell a TCP end without close_notify
+		 * (SSL_R_UNEXPECTED_EOF_WHILE_READING) from a socket error:
+		 * without an answer it took it for a clean close. */
+		return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+	default:
+		return 0;
+	}
 }
 
 /* --- init ----------------------------------------------------------------- */
@@ -117,13 +130,26 @@ err_string(char *err, size_t errlen, const char *what)
 	ERR_clear_error();
 }
 
+/* OpenSSL's allocations go to the program's malloc (see tls.c). */
+static void *mem_malloc(size_t n, const char *file, int line) { (void)file; (void)line; return io.malloc(n); }
+static void *mem_realloc(void *p, size_t n, const char *file, int line) { (void)file; (void)line; return io.realloc(p, n); }
+static void mem_free(void *p, const char *file, int line) { (void)file; (void)line; io.free(p); }
+
 static int
 tls_init(const struct tls_io *tio, const char *cafile, char *err, size_t errlen)
 {
 	const char *dir, *file;
 
 	io = *tio;
-	if (OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL) != 1) {
+	/* Refused (harmlessly) when libcrypto has allocated already: then the
+	 * program loaded it first, bound to its own malloc. */
+	(void)CRYPTO_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+	/* libssl may be the program's too: its process-wide state is not ours
+	 * to change.  Init as the program's own first SSL_CTX_new would, with
+	 * the configuration (OPENSSL_CONF, or the system's openssl.cnf; OpenSSL
+	 * ignores OPENSSL_CONF under AT_SECURE).  OPENSSL_INIT_NO_LOAD_CONFIG
+	 * would make that "never" for the whole process (issue 13 item 12). */
+	if (OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL) != 1) {
 		err_string(err, errlen, "OpenSSL init failed");
 		return -1;
 	}
@@ -132,8 +158,18 @@ tls_init(const struct tls_io *tio, const char *cafile, char *err, size_t errlen)
 		err_string(err, errlen, "SSL_CTX_new failed");
 		return -1;
 	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+	/* The configuration's system_default section applies to this context
+	 * as to every other in the process: a stricter policy of the machine
+	 * (MinProtocol = TLSv1.3) holds for our connections too.  Our floor
+	 * comes after it and only ever raises: TLS 1.2 or later. */
+	if (SSL_CTX_get_min_proto_version(ctx) < TLS1_2_VERSION &&
+	    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		err_string(err, errlen, "cannot require TLS 1.2");
+		return -1;
+	}
+	/* No SSL_OP_IGNORE_UNEXPECTED_EOF: a TCP end without close_notify
+	 * (a forged FIN) is an error, never a clean end of the data. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
 	/* No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the record
 	 * buffers around every record, +15% CPU at 512-byte writes, to save
 	 * ~20 KiB per idle connection that we stay within budget without. */
@@ -148,13 +184,15 @@ tls_init(const struct tls_io *tio, const char *cafile, char *err, size_t errlen)
 	ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 
 	/* The trust store, lazily: a hashed directory is searched only for the
-	 * issuer a chain needs, where a bundle file would be parsed whole. */
-	dir = getenv(X509_get_default_cert_dir_env());
+	 * issuer a chain needs, where a bundle file would be parsed whole.
+	 * secure_getenv: in a set-id program (AT_SECURE) SSL_CERT_DIR and
+	 * SSL_CERT_FILE are the caller's, who must not choose our CAs. */
+	dir = secure_getenv(X509_get_default_cert_dir_env());
 	if (dir == NULL)
 		dir = X509_get_default_cert_dir();
 	if (SSL_CTX_load_verify_dir(ctx, dir) != 1)
 		ERR_clear_error();	/* no system store is not fatal: CAFILE may do */
-	file = getenv(X509_get_default_cert_file_env());
+	file = secure_getenv(X509_get_default_cert_file_env());
 	if (file != NULL && SSL_CTX_load_verify_file(ctx, file) != 1) {
 		err_string(err, errlen, "cannot load SSL_CERT_FILE");
 		return -1;
@@ -344,6 +382,16 @@ tls_set_fd(struct tls_conn *t, int fd)
 	t->fd = fd;
 }
 
+/* The TCP stream ended without close_notify (OpenSSL 3 reports it so
+ * without SSL_OP_IGNORE_UNEXPECTED_EOF). */
+static int
+unexpected_eof(void)
+{
+	unsigned long e = ERR_peek_error();
+
+	return ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
 static enum tls_rc
 map(struct tls_conn *t, int r)
 {
@@ -386,7 +434,7 @@ tls_handshake(struct tls_conn *t, char *err, size_t errlen)
 			snprintf(err, errlen, "certificate name mismatch");
 		else
 			snprintf(err, errlen, "certificate not trusted: %s", X509_verify_cert_error_string(vr));
-	} else if (rc == TLS_CLOSED)
+	} else if (rc == TLS_CLOSED || unexpected_eof())
 		snprintf(err, errlen, "TLS handshake failed: connection closed by server");
 	else if (rc == TLS_SYSERR)
 		snprintf(err, errlen, "TLS handshake failed: %s", strerror(errno));
@@ -467,6 +515,21 @@ tls_conn_free(struct tls_conn *t)
 	free(t);
 }
 
+/* In the child of a fork(), alone (see tls.c): a cache_lock that cannot be
+ * taken was held by a thread of the parent, in the middle of changing the
+ * cache.  Forget the cache (its sessions are leaked, never freed twice) and
+ * make the lock usable again. */
+static void
+tls_atfork_child(void)
+{
+	if (pthread_mutex_trylock(&cache_lock) == 0) {
+		pthread_mutex_unlock(&cache_lock);
+		return;
+	}
+	memset(cache, 0, sizeof cache);
+	pthread_mutex_init(&cache_lock, NULL);
+}
+
 /* The only symbol this object exports. */
 const struct tls_ops starttls_shim_tls_ops = {
 	.abi = TLS_OPS_ABI,
@@ -480,4 +543,5 @@ const struct tls_ops starttls_shim_tls_ops = {
 	.pending = tls_pending,
 	.describe = tls_describe,
 	.conn_free = tls_conn_free,
+	.atfork_child = tls_atfork_child,
 };

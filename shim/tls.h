@@ -16,15 +16,22 @@ enum tls_rc {
 	TLS_OK,		/* done; for read/write *n holds the byte count */
 	TLS_WANT_READ,	/* retry when the socket is readable */
 	TLS_WANT_WRITE,	/* retry when the socket is writable */
-	TLS_CLOSED,	/* the peer closed the TLS session (or the TCP stream) */
+	TLS_CLOSED,	/* the peer closed the TLS session with close_notify */
 	TLS_SYSERR,	/* a socket error; errno says which */
-	TLS_ERR,	/* a TLS protocol error */
+	TLS_ERR,	/* a TLS protocol error, or the TCP stream ended without
+			 * close_notify (after the handshake: a possible truncation) */
 };
 
-/* How the backend reaches the socket: the real libc calls, never our hooks. */
+/* How the backend reaches the socket: the real libc calls, never our hooks.
+ * The allocator is the program's (the backend is loaded RTLD_DEEPBIND, so
+ * its own malloc references would skip a preloaded one such as ASan's):
+ * OpenSSL allocates through it when the backend is first to load libcrypto. */
 struct tls_io {
 	ssize_t (*recv)(int, void *, size_t, int);
 	ssize_t (*send)(int, const void *, size_t, int);
+	void *(*malloc)(size_t);
+	void *(*realloc)(void *, size_t);
+	void (*free)(void *);
 };
 
 struct tls_conn;
@@ -61,10 +68,16 @@ struct tls_ops {
 	/* "TLSv1.3 TLS_AES_256_GCM_SHA384" and whether the session was resumed. */
 	void (*describe)(struct tls_conn *t, char *out, size_t outlen);
 	void (*conn_free)(struct tls_conn *t);
+	/* In a child after fork(), single-threaded: make the backend's own
+	 * locks usable again (one held by a thread of the parent is reset and
+	 * what it guarded dropped). */
+	void (*atfork_child)(void);
 };
 
 /* The backend, loaded and initialised on first use; NULL with err when it
- * cannot be loaded.  Thread-safe. */
+ * cannot be loaded.  Thread-safe; call it holding none of the shim's locks
+ * (its first call registers a fork handler, which waits for a fork() that
+ * may itself be waiting for those locks). */
 const struct tls_ops *tls_backend(char *err, size_t errlen);
 
 #endif

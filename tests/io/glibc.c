@@ -3,6 +3,9 @@
  *
  *   glibc CASE HOST PORT SECRET
  *
+ * The deepbind case dlopen()s $GLIBC_DEEPLIB (built by the script: a
+ * library whose deep_connect/deep_write call connect/write).
+ *
  * PORT is a watched port where tests/fakeserver/fakeserver.py plays
  * smtp/good.scn and records every byte; the script checks afterwards that
  * SECRET reached the server inside TLS only.  Each case reads the greeting,
@@ -14,6 +17,7 @@
  */
 #include <aio.h>
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <execinfo.h>
 #include <fcntl.h>
@@ -426,6 +430,54 @@ c_vfork_plain(void)
 	return 0;
 }
 
+/* ----------------------------------------------------------- item 22 */
+
+/* A library loaded with RTLD_DEEPBIND, as PHP loads its extensions: its
+ * connect() and write() must still be ours. */
+static int
+c_deepbind(void)
+{
+	const char *lib = getenv("GLIBC_DEEPLIB");
+	int (*dconnect)(int, const struct sockaddr *, socklen_t);
+	ssize_t (*dwrite)(int, const void *, size_t);
+	char buf[512];
+	void *h;
+	int fd;
+
+	CHECK(lib != NULL, "GLIBC_DEEPLIB not set");
+	h = dlopen(lib, RTLD_NOW | RTLD_GLOBAL | RTLD_DEEPBIND);
+	CHECK(h != NULL, "dlopen: %s", dlerror());
+	dconnect = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(h, "deep_connect");
+	dwrite = (ssize_t (*)(int, const void *, size_t))dlsym(h, "deep_write");
+	CHECK(dconnect != NULL && dwrite != NULL, "dlsym: %s", dlerror());
+	fd = dial_with(dconnect, -1);
+	CHECK(fd >= 0, "connect failed");
+	CHECK(line(fd, buf, sizeof buf) == 0 && strncmp(buf, "220", 3) == 0, "greeting: '%s'", buf);
+	CHECK(strstr(buf, "PRETLS") == NULL, "read the cleartext greeting: the DEEPBIND library's connect was not ours");
+	CHECK(dwrite(fd, mail, strlen(mail)) == (ssize_t)strlen(mail), "deep_write: %s", strerror(errno));
+	CHECK(acked(fd), "the DEEPBIND library's write did not arrive inside TLS");
+	return 0;
+}
+
+/* dlmopen() into a new namespace: a libc copy without the shim.  Refused
+ * under verify, with dlerror() saying why; the base namespace still
+ * works. */
+static int
+c_dlmopen(void)
+{
+	void *h = dlmopen(LM_ID_NEWLM, "libm.so.6", RTLD_NOW);
+	const char *e = h == NULL ? dlerror() : NULL;
+	int fd;
+
+	CHECK(h == NULL, "dlmopen(LM_ID_NEWLM) succeeded under verify");
+	CHECK(e != NULL && strstr(e, "starttls-shim") != NULL, "dlerror: %s", e ? e : "NULL");
+	CHECK(dlmopen(LM_ID_BASE, "libm.so.6", RTLD_NOW) != NULL, "dlmopen(LM_ID_BASE): %s", dlerror());
+	fd = dial();
+	CHECK(fd >= 0 && greeted(fd), "no greeting");
+	CHECK(mail_by_write(fd), "MAIL");
+	return 0;
+}
+
 /* ----------------------------------------------------------- item 20 */
 
 /* stderr closed: the socket is fd 2, and the shim's warning (clearing
@@ -511,6 +563,8 @@ static const struct {
 	{ "spawn-dup2-early", c_spawn_dup2_early },
 	{ "vfork-owned", c_vfork_owned },
 	{ "vfork-plain", c_vfork_plain },
+	{ "deepbind", c_deepbind },
+	{ "dlmopen-newlm", c_dlmopen },
 	{ "log-fd2", c_log_fd2 },
 	{ "log-tcp2", c_log_tcp2 },
 };

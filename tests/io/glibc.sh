@@ -3,7 +3,8 @@
 # (issue 13 items 2, 3, 4, 20): dprintf and its _chk forms, stdio on stdout
 # after dup2 (also wide), a FILE made by fdopen() before connect(), glibc's
 # exported __write/__send/__connect, POSIX AIO, backtrace_symbols_fd,
-# ioctl(FIONCLEX), posix_spawn dup2 actions, vfork children, the shim's log
+# ioctl(FIONCLEX), posix_spawn dup2 actions, vfork children, a library
+# loaded with RTLD_DEEPBIND, dlmopen into a new namespace, the shim's log
 # line when stderr is the mail socket or another TCP socket, and bash's
 # /dev/tcp builtins.  One PASS/FAIL line per case (tests/io/glibc.c says
 # what each proves).  The server, tests/fakeserver/fakeserver.py playing
@@ -22,6 +23,13 @@ if [ ! -x "$PROG" ] || [ "$TOP/tests/io/glibc.c" -nt "$PROG" ]; then
     ${CC:-cc} -O2 -g ${CALLS_CFLAGS:-} -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -D_FORTIFY_SOURCE=2 \
         -o "$PROG" "$TOP/tests/io/glibc.c" -lpthread || fail "could not build $PROG"
 fi
+# For the deepbind case: a library that calls connect() and write(), loaded
+# with RTLD_DEEPBIND as PHP loads its extensions.
+printf '%s\n' '#include <sys/socket.h>' '#include <unistd.h>' \
+    'int deep_connect(int fd, const struct sockaddr *sa, socklen_t len) { return connect(fd, sa, len); }' \
+    'ssize_t deep_write(int fd, const void *b, size_t n) { return write(fd, b, n); }' >"$T/deep.c"
+${CC:-cc} -shared -fPIC -o "$T/libdeep.so" "$T/deep.c" || fail "could not build libdeep.so"
+export GLIBC_DEEPLIB=$T/libdeep.so
 "$TOP/tests/lib/mkcerts.sh" "$T/pki" mail.test >/dev/null || fail "mkcerts.sh failed"
 PYBIN=$("$PYTHON" -c 'import sys; print(sys.executable)')
 "$PYBIN" -S "$TOP/tests/fakeserver/fakeserver.py" "$TOP/tests/hostile/scenarios/smtp/good.scn" \

@@ -26,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include "iofile.h"
+#include "hooks.h"
 #include "libc.h"
 #include "log.h"
 #include "table.h"
@@ -51,11 +52,16 @@ static file_write_fn orig_write;
 static file_close_fn orig_close;
 static int armed;
 
-static ssize_t
-owned_file_write(FILE *f, const void *data, ssize_t n)
+/* Each slot is split as the hooks are (hooks.h): for an fd we do not own,
+ * a byte-map load and a tail call of glibc's function; the rest is out of
+ * line. */
+static ssize_t NOINLINE
+file_write_slow(FILE *f, const void *data, ssize_t n)
 {
 	ssize_t to_do = n, count;
 
+	if (!fd_is_owned(f->_fileno))
+		return orig_write(f, data, n);
 	/* _IO_new_file_write's contract: loop until done, stop on the first
 	 * error and mark the stream. */
 	while (to_do > 0) {
@@ -76,17 +82,25 @@ owned_file_write(FILE *f, const void *data, ssize_t n)
 static ssize_t
 file_write(FILE *f, const void *data, ssize_t n)
 {
-	if (__builtin_expect(fd_surely_not_owned(f->_fileno), 1) || !fd_is_owned(f->_fileno))
+	if (__builtin_expect(fd_surely_not_owned(f->_fileno), 1))
 		return orig_write(f, data, n);
-	return owned_file_write(f, data, n);
+	return file_write_slow(f, data, n);
+}
+
+static ssize_t NOINLINE
+file_read_slow(FILE *f, void *buf, ssize_t n)
+{
+	if (!fd_is_owned(f->_fileno))
+		return orig_read(f, buf, n);
+	return read(f->_fileno, buf, (size_t)n);
 }
 
 static ssize_t
 file_read(FILE *f, void *buf, ssize_t n)
 {
-	if (__builtin_expect(fd_surely_not_owned(f->_fileno), 1) || !fd_is_owned(f->_fileno))
+	if (__builtin_expect(fd_surely_not_owned(f->_fileno), 1))
 		return orig_read(f, buf, n);
-	return read(f->_fileno, buf, (size_t)n);
+	return file_read_slow(f, buf, n);
 }
 
 /* fclose() of a FILE on an owned fd: our close() ends the session and

@@ -306,9 +306,9 @@ names_sni(const struct names *n)
 	unsigned i;
 
 	for (i = 0; i < n->n; i++)
-		if (!n->c[i].is_ip)
-			return n->c[i].text;
-	return NULL;
+		if (n->c[i].is_ip)
+			return NULL;
+	return n->n > 0 ? n->c[0].text : NULL;
 }
 
 const char *

@@ -62,8 +62,10 @@ void names_add(const struct sockaddr *sa, const char *query);
  * lookups (the next lookups start a new one).  Never fails. */
 void names_lookup(const struct sockaddr *sa, struct names *out);
 
-/* The name to send as SNI: the newest candidate that is a name, or NULL
- * (a literal gets no SNI, RFC 6066 §3). */
+/* The name to send as SNI: the newest candidate, or NULL when any candidate
+ * is an address (RFC 6066 §3: no literals in SNI; and a program that
+ * resolved the literal connected by address: the names beside it are
+ * incidental, often its own host name, which SNI would send in clear). */
 const char *names_sni(const struct names *n);
 
 /* "resolved by the program", "address literal", ... */

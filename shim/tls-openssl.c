@@ -322,9 +322,11 @@ tls_conn_new(int fd, struct names *names, unsigned short port, int verify, char 
 	t->verify = verify;
 	t->names = names;
 	names->matched = -1;
-	for (i = names->n; i > 0; i--)	/* names_sni(), which lives in the core */
-		if (!names->c[i - 1].is_ip)
-			sni = names->c[i - 1].text;
+	/* names_sni() (it lives in the core): the newest name, none when any
+	 * candidate is an address */
+	for (i = 0, sni = names->n > 0 ? names->c[0].text : NULL; i < names->n; i++)
+		if (names->c[i].is_ip)
+			sni = NULL;
 	session_key(t, port, verify);
 	t->ssl = SSL_new(ctx);
 	bio = BIO_new(bio_meth);

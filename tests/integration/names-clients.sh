@@ -218,6 +218,51 @@ expect getaddrinfo-a-nowait-recorded upgraded "$(client getaddrinfo-a-nowait-rec
 expect inet-aton-literal-127.2 upgraded "$(client inet-aton-literal-127.2 25 own 127.2)" \
     'name=127\.0\.0\.2 \(address literal\)'
 
+# ---------------------------------------------------------------- SNI
+# A STARTTLS server that writes the SNI of each handshake ("-" for none).
+ip netns exec "$STS_NS" "$PYTHON" - "$STS_PKI/good-chain.pem" "$STS_PKI/good.key" "$W/sni.txt" \
+    >"$W/sni.server.log" 2>&1 <<'PY' &
+import socket, ssl, sys
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+def note(sock, name, c):
+    with open(sys.argv[3], "a") as f:
+        f.write((name or "-") + "\n")
+ctx.sni_callback = note
+srv = socket.create_server(("127.0.0.2", 2601))
+while True:
+    c, _ = srv.accept()
+    try:
+        c.settimeout(10)
+        r = c.makefile("rb")
+        c.sendall(b"220 sni.test ESMTP\r\n")
+        r.readline()
+        c.sendall(b"250-sni.test\r\n250 STARTTLS\r\n")
+        r.readline()
+        c.sendall(b"220 go ahead\r\n")
+        t = ctx.wrap_socket(c, server_side=True)
+        t.recv(100)
+        t.close()
+    except Exception as e:
+        print(e, flush=True)
+        c.close()
+PY
+sleep 0.5
+# sni CASE WANT MODE NAME...: names-client on port 2601; WANT: the SNI.
+sni() {
+    local c=$1 want=$2 got
+    shift 2
+    : > "$W/sni.txt"
+    client "$c" 2601 "$@" >/dev/null
+    got=$(cat "$W/sni.txt")
+    if [ "$got" = "$want" ]; then case_pass "$c"; else case_fail "$c" "SNI: expected '$want', got '$got'"; fi
+}
+sni sni-is-the-resolved-name mail.test own mail.test
+sni sni-none-for-a-literal - own 127.0.0.2
+# by address, then the host name looked up: still none (the host name must
+# not leave in clear; the program connected by address)
+sni sni-none-beside-a-literal - then 127.0.0.2 myhost.example
+
 # ---------------------------------------------------------------- CN only
 # A leaf signed by the test CA whose only name is CN=mail.test (no SAN), and
 # its control with the same CN and a SAN, each behind slowsmtp.py.

@@ -5,6 +5,7 @@
  *
  * MODE:
  *   own          getaddrinfo(NAME) in the connecting thread, then connect
+ *   then         resolves NAME, then OTHER, then connects to NAME's result
  *   other-after  the connecting thread resolves NAME; then another thread
  *                resolves OTHER (to the same address, after it); then the
  *                first thread connects to its own result
@@ -80,13 +81,16 @@ main(int argc, char **argv)
 	int fd;
 
 	if (argc < 4) {
-		fprintf(stderr, "usage: names-client own|other-after|gai-wait|gai-nowait PORT NAME [OTHER]\n");
+		fprintf(stderr, "usage: names-client own|then|other-after|gai-wait|gai-nowait PORT NAME [OTHER]\n");
 		return 2;
 	}
 	port = argv[2];
 	if (strcmp(argv[1], "own") == 0)
 		ai = resolve(argv[3]);
-	else if (strcmp(argv[1], "other-after") == 0 && argc > 4) {
+	else if (strcmp(argv[1], "then") == 0 && argc > 4) {
+		ai = resolve(argv[3]);
+		freeaddrinfo(resolve(argv[4]));
+	} else if (strcmp(argv[1], "other-after") == 0 && argc > 4) {
 		pthread_t t;
 
 		ai = resolve(argv[3]);

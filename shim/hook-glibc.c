@@ -5,7 +5,7 @@
  *   aio_read(64), aio_write(64), lio_listio(64)         refused on an owned fd (EPERM):
  *                                                       glibc's AIO threads call the
  *                                                       kernel directly
- *   backtrace_symbols_fd                                routed (backtrace_symbols + write)
+ *   backtrace_symbols_fd, __backtrace_symbols_fd        routed (backtrace_symbols + write)
  *   __read, __write, __send, __recv, __connect, __close,
  *   __dup2, __fcntl, __poll, __select, __sendmmsg       exported aliases of hooked calls:
  *                                                       the same hooks
@@ -213,6 +213,9 @@ backtrace_symbols_fd(void *const *frames, int size, int fd)
 			break;
 	free(names);
 }
+
+void __backtrace_symbols_fd(void *const *frames, int size, int fd);
+void __backtrace_symbols_fd(void *const *frames, int size, int fd) { backtrace_symbols_fd(frames, size, fd); }
 
 /* ------------------------------------------- glibc's exported __ aliases */
 

@@ -113,6 +113,43 @@ file_close(FILE *f)
 	return close(f->_fileno);
 }
 
+/* glibc exports the three functions themselves too: a program calling one
+ * directly gets the same routing (orig_* are looked up on the way). */
+static void resolve_origs(void);
+
+ssize_t
+_IO_file_write(FILE *f, const void *data, ssize_t n)
+{
+	resolve_origs();
+	if (orig_write == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return file_write(f, data, n);
+}
+
+ssize_t
+_IO_file_read(FILE *f, void *buf, ssize_t n)
+{
+	resolve_origs();
+	if (orig_read == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return file_read(f, buf, n);
+}
+
+int
+_IO_file_close(FILE *f)
+{
+	resolve_origs();
+	if (orig_close == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return file_close(f);
+}
+
 /* The protection of the page holding addr, from /proc/self/maps; PROT_READ
  * (RELRO) when it cannot be read. */
 static int
@@ -183,13 +220,27 @@ patch(const char *name)
 }
 
 static void
+lookup_origs(void)
+{
+	orig_read = (file_read_fn)libc_sym("_IO_file_read");
+	orig_write = (file_write_fn)libc_sym("_IO_file_write");
+	orig_close = (file_close_fn)libc_sym("_IO_file_close");
+}
+
+static void
+resolve_origs(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, lookup_origs);
+}
+
+static void
 arm(void)
 {
 	int ok;
 
-	orig_read = (file_read_fn)libc_sym("_IO_file_read");
-	orig_write = (file_write_fn)libc_sym("_IO_file_write");
-	orig_close = (file_close_fn)libc_sym("_IO_file_close");
+	resolve_origs();
 	if (orig_read == NULL || orig_write == NULL || orig_close == NULL) {
 		log_warn("stdio on an upgraded socket is not routed through TLS: glibc's file functions not found");
 		return;

@@ -210,6 +210,22 @@ c_wide(void)
 	return 0;
 }
 
+/* glibc's exported _IO_file_write, called directly. */
+ssize_t _IO_file_write(FILE *, const void *, ssize_t);
+
+static int
+c_io_file_write(void)
+{
+	int fd = dial();
+
+	CHECK(fd >= 0 && greeted(fd), "no greeting");
+	CHECK(dup2(fd, 1) == 1, "dup2: %s", strerror(errno));
+	CHECK(_IO_file_write(stdout, mail, (ssize_t)strlen(mail)) == (ssize_t)strlen(mail),
+	    "_IO_file_write: %s", strerror(errno));
+	CHECK(acked(fd), "_IO_file_write's bytes did not arrive inside TLS");
+	return 0;
+}
+
 /* A FILE from fdopen() before connect(): written and read (fgets) through
  * the session, and fclose() ends it through our close(). */
 static int
@@ -553,6 +569,7 @@ static const struct {
 	{ "stdout-dup2", c_stdout },
 	{ "wide-stdout", c_wide },
 	{ "fdopen-before-connect", c_fdopen_before },
+	{ "io-file-write", c_io_file_write },
 	{ "alias-write", c_alias_write },
 	{ "alias-send", c_alias_send },
 	{ "alias-connect", c_alias_connect },

@@ -1,5 +1,6 @@
 /* hook-process.c - ways an upgraded socket, or a call, escapes the process:
- * vfork(), posix_spawn() file actions, and the loader (dlopen/dlmopen).
+ * vfork() and clone(CLONE_VM), posix_spawn() file actions, and the loader
+ * (dlopen/dlmopen).
  *
  * vfork(): the child runs in the parent's memory until it execs or exits,
  * so every hook it calls (its close-all loop, a dup2 onto stdout) changes
@@ -30,6 +31,8 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <sched.h>
+#include <stdarg.h>
 #include <link.h>
 #include <spawn.h>
 #include <stddef.h>
@@ -108,6 +111,44 @@ __asm__(".text\n"
 pid_t vfork(void) { return ((pid_t (*)(void))sts_vfork_target(0))(); }
 pid_t __vfork(void) __attribute__((alias("vfork")));
 #endif
+
+/* clone() with CLONE_VM but not CLONE_THREAD is a hand-made vfork: the
+ * child runs fn in this process's memory, and any hook it calls (closing
+ * fds, dup2 onto stdout) acts on the parent's sessions.  Unlike vfork it
+ * cannot become fork() (fn runs on the caller's stack, and fork's
+ * handlers would not run), so once the shim has owned an fd it is refused
+ * with EPERM.  Threads (CLONE_THREAD) and every other clone() pass.
+ * pthread_create and posix_spawn use glibc's internal clone, not this. */
+static void *real_clone_fn;
+
+int
+clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+	int (*real_clone)(int (*)(void *), void *, int, void *, ...);
+	pid_t *ptid;
+	void *tls;
+	pid_t *ctid;
+	va_list ap;
+
+	/* the optional arguments are read whether passed or not, as glibc's
+	 * own clone does (registers on our ABIs) */
+	va_start(ap, arg);
+	ptid = va_arg(ap, pid_t *);
+	tls = va_arg(ap, void *);
+	ctid = va_arg(ap, pid_t *);
+	va_end(ap);
+	if ((flags & CLONE_VM) && !(flags & CLONE_THREAD) && __atomic_load_n(&fd_owned, __ATOMIC_ACQUIRE) != NULL) {
+		log_warn("clone(CLONE_VM) refused: the child would run the shim's hooks in this process's memory");
+		errno = EPERM;
+		return -1;
+	}
+	real_clone = (int (*)(int (*)(void *), void *, int, void *, ...))real(&real_clone_fn, "clone");
+	if (real_clone == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return real_clone(fn, stack, flags, arg, ptid, tls, ctid);
+}
 
 /* -------------------------------------------------------- dlopen, dlmopen */
 

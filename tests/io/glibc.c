@@ -24,6 +24,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
+#include <stdint.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -446,6 +448,36 @@ c_vfork_plain(void)
 	return 0;
 }
 
+/* clone(CLONE_VM | CLONE_VFORK), a hand-made vfork, whose child would
+ * close the parent's session: refused once a mail connection exists. */
+static int
+clone_child(void *fd)
+{
+	int i;
+
+	dup2((int)(intptr_t)fd, 1);
+	for (i = 3; i < 1024; i++)
+		close(i);
+	return 0;
+}
+
+static int
+c_clone_vm(void)
+{
+	static char stack[256 * 1024] __attribute__((aligned(16)));
+	int fd = dial(), st;
+	pid_t pid;
+
+	CHECK(fd >= 0 && greeted(fd), "no greeting");
+	errno = 0;
+	pid = clone(clone_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)(intptr_t)fd);
+	if (pid > 0)
+		waitpid(pid, &st, 0);
+	CHECK(pid == -1 && errno == EPERM, "clone(CLONE_VM) with an upgraded socket: pid %d errno %d", (int)pid, errno);
+	CHECK(mail_by_write(fd), "MAIL after the refused clone");
+	return 0;
+}
+
 /* ----------------------------------------------------------- item 22 */
 
 /* A library loaded with RTLD_DEEPBIND, as PHP loads its extensions: its
@@ -580,6 +612,7 @@ static const struct {
 	{ "spawn-dup2-early", c_spawn_dup2_early },
 	{ "vfork-owned", c_vfork_owned },
 	{ "vfork-plain", c_vfork_plain },
+	{ "clone-vm", c_clone_vm },
 	{ "deepbind", c_deepbind },
 	{ "dlmopen-newlm", c_dlmopen },
 	{ "log-fd2", c_log_fd2 },

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <openssl/crypto.h>
@@ -29,6 +31,10 @@ struct tls_conn {
 	int verify;
 	struct names *names;	/* the candidates (conn.c's); we set ->matched */
 	char key[300];		/* host:port, for the session cache */
+	enum tls_rc ended;	/* after a TCP end without close_notify: what
+				 * every later read says (TLS_OK: not yet) */
+	enum tls_rc at_fin;	/* what such an end means, judged when the
+				 * FIN was read (eof_without_notify()) */
 };
 
 static struct tls_io io;
@@ -46,6 +52,29 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static int ex_index;
 
 /* --- the BIO ------------------------------------------------------------ */
+
+/* A TCP end without close_notify: who ended first?  While our side of the
+ * socket is open (CLOSE_WAIT, or LAST_ACK when the program shut it after the
+ * peer's FIN came) the peer cut the stream in the middle: a forged FIN can
+ * do that, so it must not read as a clean end of the data (TLS_ERR: conn.c
+ * makes it ECONNRESET).  When the program had shut its side first (its FIN
+ * went out: TIME_WAIT, shown as CLOSE on the fd, or CLOSING) it had said it
+ * was done, and servers commonly answer a client's FIN without close_notify
+ * (Dovecot's POP3 after QUIT and shutdown(SHUT_WR)): a clean end.  The
+ * limit: a program that half-closes and then reads a long pipelined reply
+ * (nc -N) cannot tell that reply cut short.  Judged when recv() reads the
+ * FIN, before OpenSSL answers it with an alert (which a closed peer answers
+ * with a reset, and the socket's state is then CLOSE whoever began). */
+static enum tls_rc
+eof_without_notify(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof ti;
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+		return TLS_ERR;
+	return ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_LAST_ACK ? TLS_ERR : TLS_CLOSED;
+}
 
 static int
 bio_write(BIO *b, const char *data, int len)
@@ -70,8 +99,10 @@ bio_read(BIO *b, char *data, int len)
 	n = io.recv(t->fd, data, (size_t)len, MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		BIO_set_retry_read(b);
-	if (n == 0 && len > 0)
+	if (n == 0 && len > 0) {
 		BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+		t->at_fin = eof_without_notify(t->fd);
+	}
 	return (int)n;
 }
 
@@ -459,6 +490,8 @@ tls_read(struct tls_conn *t, void *buf, size_t len, size_t *n, int peek)
 	enum tls_rc rc;
 	int r;
 
+	if (t->ended != TLS_OK)
+		return t->ended;
 	if (ERR_peek_error() != 0)
 		ERR_clear_error();
 	errno = 0;
@@ -466,6 +499,8 @@ tls_read(struct tls_conn *t, void *buf, size_t len, size_t *n, int peek)
 	if (r == 1)
 		return TLS_OK;
 	rc = map(t, 0);
+	if (rc == TLS_ERR && unexpected_eof())
+		rc = t->ended = t->at_fin;
 	ERR_clear_error();
 	return rc;
 }

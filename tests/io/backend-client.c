@@ -13,6 +13,9 @@
  *       greeting, EHLO, then CMD (CUT: the server ends TCP without
  *       close_notify; BYE: after close_notify); reads to the end and prints
  *       "END eof" (read returned 0) or "END error <errno name>".
+ *   backend-client halfclose HOST PORT CMD
+ *       the same, but after CMD's reply the program shuts its write side
+ *       (shutdown SHUT_WR) before reading to the end.
  *   backend-client fork HOST PORT FIFO CAFILE
  *       a thread makes the first mail connection while SSL_CERT_FILE names
  *       FIFO, so the backend's load blocks (holding its lock) until someone
@@ -143,7 +146,7 @@ smtp(const char *host, const char *port)
 }
 
 static int
-eof(const char *host, const char *port, const char *cmd)
+eof(const char *host, const char *port, const char *cmd, int halfclose)
 {
 	char buf[4096], line[64];
 	ssize_t r;
@@ -154,6 +157,10 @@ eof(const char *host, const char *port, const char *cmd)
 	snprintf(line, sizeof line, "%s\r\n", cmd);
 	if (say(fd, line) != 0)
 		return 1;
+	if (halfclose && (reply(fd, buf, sizeof buf) == NULL || shutdown(fd, SHUT_WR) != 0)) {
+		printf("END no reply, or shutdown failed\n");
+		return 1;
+	}
 	while ((r = read(fd, buf, sizeof buf)) > 0)
 		;
 	if (r == 0)
@@ -246,7 +253,9 @@ main(int argc, char **argv)
 		return smtp(argv[3], argv[4]);
 	}
 	if (argc == 5 && strcmp(argv[1], "eof") == 0)
-		return eof(argv[2], argv[3], argv[4]);
+		return eof(argv[2], argv[3], argv[4], 0);
+	if (argc == 5 && strcmp(argv[1], "halfclose") == 0)
+		return eof(argv[2], argv[3], argv[4], 1);
 	if (argc == 6 && strcmp(argv[1], "fork") == 0)
 		return forked(argv[2], argv[3], argv[4], argv[5]);
 	fprintf(stderr, "usage: backend-client smtp|dlopen|eof|fork ...\n");

@@ -9,6 +9,8 @@ Before TLS: greeting 220, EHLO -> 250 with STARTTLS, STARTTLS -> 220, then
 the handshake.  Inside TLS: EHLO -> 250, MAIL/RCPT/NOOP/RSET -> 250, and
   CUT  -> "250 cut", then the TCP stream ends WITHOUT close_notify (a forged
           FIN: what an on-path attacker can send)
+  LATE -> "250 late", then, once the client has ended its side, the TCP
+          end without close_notify (a server answering a client's FIN so)
   BYE  -> "221 bye", then close_notify, then the TCP end (a clean close)
   QUIT -> as BYE.
 --tls12-port also listens for plain TLS (no SMTP) capped at TLS 1.2, answering
@@ -42,6 +44,15 @@ def smtp(conn, ctx):
         elif cmd == b"CUT" and tls:
             tls.sendall(b"250 cut\r\n")
             tls.shutdown(socket.SHUT_RDWR)      # the TCP FIN alone: no close_notify
+            return
+        elif cmd == b"LATE" and tls:
+            tls.sendall(b"250 late\r\n")
+            try:
+                while rf.read(4096):            # until the client's end
+                    pass
+            except (OSError, ssl.SSLError):
+                pass
+            tls.shutdown(socket.SHUT_RDWR)      # then our FIN alone
             return
         elif cmd in (b"BYE", b"QUIT") and tls:
             tls.sendall(b"221 bye\r\n")

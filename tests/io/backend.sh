@@ -14,6 +14,9 @@
 #  - eof-forged-fin: the server ends TCP without close_notify: read() gives
 #    -1 ECONNRESET, never a clean end of file (0).
 #  - eof-close-notify: after close_notify, read() gives 0.
+#  - eof-after-halfclose: the program shut its write side first, then the
+#    server ended TCP without close_notify (as servers do after a client's
+#    FIN): read() gives 0, a clean end.
 #  - fork-during-load: a fork() while another thread is inside the
 #    backend's first load (held there by an SSL_CERT_FILE that is a FIFO):
 #    the child's mail connection finishes (refused) instead of hanging on
@@ -23,12 +26,15 @@
 [ -f "$SHIM_LIB" ] || skip "build/libstarttls-shim.so not built"
 mk_tmpdir
 
+# BACKEND_CFLAGS (e.g. sanitizers) and BACKEND_PRELOAD (a library to preload
+# ahead of the shim, e.g. libasan) are for tests/sanitize.sh, as for calls.sh.
 OUT=$BUILD/tests/io
 mkdir -p "$OUT"
 build() { # build NAME SOURCE FLAGS...
     local name=$1 src=$2; shift 2
     if [ ! -x "$OUT/$name" ] || [ "$src" -nt "$OUT/$name" ]; then
-        ${CC:-cc} -O2 -g -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -o "$OUT/$name" "$src" "$@" ||
+        # shellcheck disable=SC2086
+        ${CC:-cc} -O2 -g ${BACKEND_CFLAGS:-} -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -o "$OUT/$name" "$src" "$@" ||
             fail "could not build $name"
     fi
 }
@@ -52,7 +58,7 @@ bad() { echo "FAIL backend/$1: $2" | tr '\n' '|' | sed 's/|$/\n/'; FAILED=1; }
 # shim NAME CMD...: CMD under the shim, watching PORT; output in $T/NAME.out, log in $T/NAME.log
 shim() {
     local name=$1; shift
-    timeout -k 2 30 env LD_PRELOAD="$SHIM_LIB" STARTTLS_SHIM_PORTS="$PORT/smtp" \
+    timeout -k 2 30 env LD_PRELOAD="${BACKEND_PRELOAD:+$BACKEND_PRELOAD:}$SHIM_LIB" STARTTLS_SHIM_PORTS="$PORT/smtp" \
         STARTTLS_SHIM_CAFILE="$T/pki/ca.pem" STARTTLS_SHIM_LOG="$T/$name.log" "$@" >"$T/$name.out" 2>"$T/$name.err"
 }
 has() { grep -qF -- "$2" "$T/$1.out"; }
@@ -113,6 +119,13 @@ if [ $rc -eq 0 ] && has eof-close-notify "$UPGRADED" && has eof-close-notify "EN
     pass eof-close-notify
 else
     bad eof-close-notify "$(show $rc eof-close-notify)"
+fi
+
+shim eof-after-halfclose "$OUT/backend-client" halfclose 127.0.0.1 "$PORT" LATE; rc=$?
+if [ $rc -eq 0 ] && has eof-after-halfclose "$UPGRADED" && has eof-after-halfclose "END eof"; then
+    pass eof-after-halfclose
+else
+    bad eof-after-halfclose "after the program's own shutdown(SHUT_WR), a FIN without close_notify is the end: $(show $rc eof-after-halfclose)"
 fi
 
 mkfifo "$T/certfifo" || fail "mkfifo"

@@ -172,9 +172,10 @@ tls_init(const struct tls_io *tio, const char *cafile, char *err, size_t errlen)
 	const char *dir, *file;
 
 	io = *tio;
-	/* Refused (harmlessly) when libcrypto has allocated already: then the
-	 * program loaded it first, bound to its own malloc. */
-	(void)CRYPTO_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+	/* Only when we loaded libcrypto (tls.c); refused, harmlessly, if it
+	 * has allocated already. */
+	if (io.malloc != NULL)
+		(void)CRYPTO_set_mem_functions(mem_malloc, mem_realloc, mem_free);
 	/* libssl may be the program's too: its process-wide state is not ours
 	 * to change.  Init as the program's own first SSL_CTX_new would, with
 	 * the configuration (OPENSSL_CONF, or the system's openssl.cnf; OpenSSL

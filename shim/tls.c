@@ -43,6 +43,7 @@
 #include <string.h>
 
 #define BACKEND "libstarttls-shim-tls.so"
+#define LIBCRYPTO "libcrypto.so.3"	/* what the backend links (OpenSSL 3) */
 
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 static const struct tls_ops *backend;
@@ -64,14 +65,15 @@ backend_path(char *out, size_t outlen)
 	    < (int)outlen ? 0 : -1;
 }
 
+/* The loader's dlopen, never a hook of ours. */
 static void *
-open_deepbind(const char *path)
+real_dlopen(const char *path, int flags)
 {
-	void *(*real_dlopen)(const char *, int) = (void *(*)(const char *, int))dlsym(RTLD_NEXT, "dlopen");
+	void *(*f)(const char *, int) = (void *(*)(const char *, int))dlsym(RTLD_NEXT, "dlopen");
 
-	if (real_dlopen == NULL)	/* linked into a test program, not preloaded */
-		real_dlopen = dlopen;
-	return real_dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+	if (f == NULL)		/* linked into a test program, not preloaded */
+		f = dlopen;
+	return f(path, flags);
 }
 
 static void
@@ -86,7 +88,19 @@ load(void)
 		snprintf(load_error, sizeof load_error, "cannot locate %s", BACKEND);
 		return;
 	}
-	h = open_deepbind(path);
+	/* libcrypto loaded by the program is bound to the program's malloc
+	 * already, and its allocator is the program's business: only a
+	 * libcrypto we load (deep-bound) is pointed at the program's malloc. */
+	if (real_dlopen(LIBCRYPTO, RTLD_LAZY | RTLD_NOLOAD) != NULL) {
+		real.malloc = NULL;
+		real.realloc = NULL;
+		real.free = NULL;
+	} else {
+		real.malloc = malloc;	/* the program's, through the global scope */
+		real.realloc = realloc;
+		real.free = free;
+	}
+	h = real_dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
 	if (h == NULL) {
 		snprintf(load_error, sizeof load_error, "cannot load TLS backend: %s", dlerror());
 		return;
@@ -98,9 +112,6 @@ load(void)
 	}
 	real.recv = libc.recv;
 	real.send = libc.send;
-	real.malloc = malloc;	/* the program's, through the global scope */
-	real.realloc = realloc;
-	real.free = free;
 	if (ops->init(&real, config.cafile, err, sizeof err) != 0) {
 		snprintf(load_error, sizeof load_error, "%s", err);
 		return;

@@ -25,7 +25,8 @@ enum tls_rc {
 /* How the backend reaches the socket: the real libc calls, never our hooks.
  * The allocator is the program's (the backend is loaded RTLD_DEEPBIND, so
  * its own malloc references would skip a preloaded one such as ASan's):
- * OpenSSL allocates through it when the backend is first to load libcrypto. */
+ * OpenSSL allocates through it when the backend is first to load libcrypto
+ * (NULL when the program had loaded it). */
 struct tls_io {
 	ssize_t (*recv)(int, void *, size_t, int);
 	ssize_t (*send)(int, const void *, size_t, int);

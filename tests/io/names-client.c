@@ -11,6 +11,11 @@
  *                first thread connects to its own result
  *   gai-wait     getaddrinfo_a(GAI_WAIT) for NAME, then connect
  *   gai-nowait   getaddrinfo_a(GAI_NOWAIT), polling gai_error(), then connect
+ *   fork-loop    N=NAME forks while four threads keep resolving; each child
+ *                connects to 127.0.0.1:PORT (a watched port where nothing
+ *                listens) and exits.  A child forked while a thread held the
+ *                shim's names lock would hang on it at connect().  Prints "hung K of N" (stops at the first
+ *                hang); exit 1 when K > 0.
  *
  * Prints the first line the program receives after connect(): with the shim
  * either its greeting "220 ... TLS by starttls-shim" (upgraded) or its
@@ -19,11 +24,14 @@
  */
 #define _GNU_SOURCE
 #include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +79,69 @@ resolve_a(const char *name, int mode)
 	return req.ar_result;
 }
 
+static volatile int stop;
+
+static void *
+spin_resolve(void *arg)
+{
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *res;
+
+	(void)arg;
+	while (!stop)
+		if (getaddrinfo("localhost", "25", &hints, &res) == 0)
+			freeaddrinfo(res);
+	return NULL;
+}
+
+static int
+fork_loop(int n)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(9) };
+	pthread_t t[4];
+	int i, j, hung = 0, status, fd;
+	pid_t pid;
+
+	/* Any connect() initialises the shim, and with it its fork handlers. */
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0)
+		perror("connect (udp)");
+	close(fd);
+	for (i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, spin_resolve, NULL);
+	for (i = 0; i < n; i++) {
+		pid = fork();
+		if (pid == 0) {
+			/* Only async-signal-safe calls in the child of a threaded
+			 * parent (glibc's own resolver lock is not reset either):
+			 * a connect() to a watched port looks up the names. */
+			sin.sin_port = htons((unsigned short)atoi(port));
+			fd = socket(AF_INET, SOCK_STREAM, 0);
+			if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0)
+				_exit(0);	/* refused: nothing listens */
+			_exit(0);
+		}
+		if (pid < 0) {
+			perror("fork");
+			break;
+		}
+		for (j = 0; j < 300 && waitpid(pid, &status, WNOHANG) == 0; j++)	/* 3 s */
+			nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+		if (j == 300) {
+			hung++;
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			i++;
+			break;	/* one is proof enough */
+		}
+	}
+	stop = 1;
+	for (j = 0; j < 4; j++)
+		pthread_join(t[j], NULL);
+	printf("hung %d of %d\n", hung, i);
+	return hung > 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -85,6 +156,8 @@ main(int argc, char **argv)
 		return 2;
 	}
 	port = argv[2];
+	if (strcmp(argv[1], "fork-loop") == 0)
+		return fork_loop(atoi(argv[3]));
 	if (strcmp(argv[1], "own") == 0)
 		ai = resolve(argv[3]);
 	else if (strcmp(argv[1], "then") == 0 && argc > 4) {

@@ -20,7 +20,7 @@
 #include <time.h>
 
 static const char *const state_names[] = {
-	"CONNECTING", "DIALOGUE", "SENDING", "HANDSHAKE", "READY", "PLAIN", "REFUSED", "CLOSED",
+	"CONNECTING", "DIALOGUE", "SENDING", "HANDSHAKE", "READY", "PLAIN", "REFUSED", "FAILED", "CLOSED",
 };
 
 long long
@@ -131,7 +131,57 @@ refuse(struct conn *c, int fd, const char *reason)
 void
 conn_refuse_now(struct conn *c, const char *reason)
 {
+	pthread_mutex_lock(&c->lock);
 	refuse(c, -1, reason);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static int drive(struct conn *c, int fd, int patient);
+
+/* The TCP connect failed after connect() returned (RST, timeout, ICMP).
+ * Whatever the server sent before (a greeting, then a reset) is not
+ * trusted under any policy: the program sees the error, as for a
+ * connection that never came up, never the bytes (issue 13 item 9). */
+static void
+connect_failed(struct conn *c, int fd)
+{
+	int err = 0;
+	socklen_t len = sizeof err;
+
+	if (libc.getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0)
+		err = ECONNRESET;
+	log_warn("%s:%u policy=%s: connection failed before TLS: %s", c->host, c->port, policy_name(c->policy),
+	    strerror(err));
+	end_dialogue(c);
+	buf_free(&c->give);
+	c->connect_err = err;
+	c->err_told = 0;
+	set_state(c, fd, CS_FAILED);
+}
+
+void
+conn_connect_failed(struct conn *c, int err)
+{
+	pthread_mutex_lock(&c->lock);
+	c->in_connect = 0;
+	c->connect_err = err;
+	c->err_told = 1;
+	end_dialogue(c);
+	set_state(c, -1, CS_FAILED);
+	pthread_mutex_unlock(&c->lock);
+}
+
+int
+conn_failed(struct conn *c, int fd)
+{
+	int failed;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->state == CS_CONNECTING && !c->in_connect)
+		(void)drive(c, fd, 0);
+	failed = c->state == CS_FAILED;
+	pthread_mutex_unlock(&c->lock);
+	return failed;
 }
 
 static void
@@ -302,12 +352,15 @@ drive(struct conn *c, int fd, int patient)
 		case CS_CONNECTING: {
 			struct pollfd p = { .fd = fd, .events = POLLOUT };
 
+			/* Another thread's connect() is still in the kernel:
+			 * the socket may not even be connecting yet (a poll
+			 * would say POLLHUP).  Wait for it to return. */
+			if (c->in_connect)
+				return POLLOUT;
 			if (libc.poll(&p, 1, 0) <= 0)
 				return POLLOUT;
-			if (p.revents & (POLLERR | POLLHUP)) {
-				/* TCP failed: leave it to the kernel to report
-				 * (SO_ERROR is still pending for the program). */
-				set_state(c, fd, CS_PLAIN);
+			if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) {
+				connect_failed(c, fd);
 				return 0;
 			}
 			set_state(c, fd, CS_DIALOGUE);
@@ -503,6 +556,7 @@ conn_start(struct conn *c, int fd, int connect_err)
 	libc.fcntl(fd, F_SETFD, libc.fcntl(fd, F_GETFD) | FD_CLOEXEC);
 	c->tls_ops = tls_backend(err, sizeof err);
 	pthread_mutex_lock(&c->lock);
+	c->in_connect = 0;
 	if (c->tls_ops == NULL)
 		refuse(c, fd, err);
 	else {
@@ -575,7 +629,7 @@ conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags)
 		r = 0;
 		goto out;
 	default:
-		errno = EBADF;
+		errno = c->state == CS_FAILED ? c->connect_err : EBADF;
 		r = -1;
 		goto out;
 	}
@@ -792,7 +846,7 @@ conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
 		r = (ssize_t)len;	/* swallowed: nothing reaches the network */
 		goto out;
 	default:
-		errno = EBADF;
+		errno = c->state == CS_FAILED ? c->connect_err : EBADF;
 		r = -1;
 		goto out;
 	}
@@ -868,6 +922,8 @@ known_events(struct conn *c, short events)
 {
 	if (c->state == CS_REFUSED || c->state == CS_CLOSED)
 		return events & (IN_EVENTS | OUT_EVENTS);
+	if (c->state == CS_FAILED)	/* as poll() says of a failed connect */
+		return (events & (IN_EVENTS | OUT_EVENTS)) | POLLERR | POLLHUP;
 	if (c->give.len > 0)
 		return events & IN_EVENTS;
 	if (c->state == CS_READY && c->tls_ops->pending(c->tls) > 0)
@@ -1024,6 +1080,16 @@ conn_close_fd(struct conn *c, int fd, int last)
 	pthread_mutex_unlock(&c->lock);
 }
 
+void
+conn_abandon(struct conn *c, int fd)
+{
+	pthread_mutex_lock(&c->lock);
+	release_tls(c);
+	end_dialogue(c);
+	set_state(c, fd, CS_CLOSED);
+	pthread_mutex_unlock(&c->lock);
+}
+
 int
 conn_shutdown(struct conn *c, int fd, int how)
 {
@@ -1065,14 +1131,19 @@ conn_so_error(struct conn *c, int fd, int *err)
 	int answered = 0;
 
 	pthread_mutex_lock(&c->lock);
+	if (c->state == CS_CONNECTING && !c->in_connect)
+		(void)drive(c, fd, 0);	/* a failure must be seen by us first */
 	if (upgrading(c) && c->state != CS_CONNECTING) {
 		*err = 0;	/* connected; the upgrade is still running */
 		answered = 1;
 	} else if (c->state == CS_REFUSED) {
 		*err = 0;	/* the refusal is read in-band */
 		answered = 1;
+	} else if (c->state == CS_FAILED) {
+		*err = c->err_told ? 0 : c->connect_err;	/* once, as the kernel's */
+		c->err_told = 1;
+		answered = 1;
 	}
-	(void)fd;
 	pthread_mutex_unlock(&c->lock);
 	return answered;
 }

@@ -32,6 +32,7 @@ enum conn_state {
 	CS_READY,	/* TLS up: program I/O goes through TLS */
 	CS_PLAIN,	/* not ours any more: plaintext under `may`, or a failed connect */
 	CS_REFUSED,	/* the program reads `give` (the refusal), then EOF */
+	CS_FAILED,	/* the TCP connect failed: every call says connect_err */
 	CS_CLOSED,	/* last fd closed */
 };
 
@@ -69,6 +70,11 @@ struct conn {
 	socklen_t peerlen;
 	char host[256];			/* for logs: the SNI name, else the address */
 	struct names names;		/* what the certificate may match (names.h) */
+	int in_connect;			/* the kernel's connect() has not returned yet */
+	int connect_err;		/* CS_FAILED: why */
+	int err_told;			/* connect_err was reported (connect(), SO_ERROR) */
+	dev_t dev;			/* the socket's inode: a number reused for */
+	ino_t ino;			/* another socket is not this connection */
 };
 
 /* Set up a connection for a watched port.  NULL with errno=ENOMEM. */
@@ -84,6 +90,16 @@ void conn_put(struct conn *c);
 int conn_start(struct conn *c, int fd, int connect_err);
 /* Fail closed without connecting (a bad setting). */
 void conn_refuse_now(struct conn *c, const char *reason);
+/* The kernel's connect() failed at once with err (connect() says so itself):
+ * CS_FAILED, so that no call on the fd reaches the socket. */
+void conn_connect_failed(struct conn *c, int err);
+/* connect() again on fd: 1 when the connection failed (an asynchronous
+ * connect that ended in an error), so that the new connect() starts a
+ * fresh upgrade; 0 when the kernel must answer (EALREADY, EISCONN). */
+int conn_failed(struct conn *c, int fd);
+/* fd's number now holds another socket (the old one was closed behind the
+ * hooks' back): end the connection without a byte to fd. */
+void conn_abandon(struct conn *c, int fd);
 
 /* The program's data calls.  Same contract as recv(2)/send(2): flags may
  * hold MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL. */

@@ -17,114 +17,240 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Forget fd (it is about to be closed or replaced). */
-static void
-forget(int fd)
+/* Done with fd, one of ours.  Its connection ends here when no other fd
+ * maps to it (held bytes, then close_notify, through fd while fd still is
+ * the socket).  Then the socket behind the number is swapped for the dead
+ * end, and only then is fd unmarked: from first to last another thread's
+ * call on fd fails (EBADF) or reaches the dead end, never the socket in
+ * cleartext, and the number cannot be reused meanwhile.  Returns 1 when fd
+ * is now the dead end, or was not ours to retire (another thread is at it):
+ * the caller closes it as usual; 0 when no dead end could be had (no fd
+ * free): fd is still the socket, detached, and the caller must close it,
+ * then table_drop() it. */
+static int
+retire(int fd)
 {
 	struct conn *c;
-	int last = 0;
+	int last = 0, dead;
 
-	if ((c = table_remove(fd, &last)) == NULL)
-		return;
+	if ((c = table_detach(fd, &last)) == NULL)
+		return 1;
 	conn_close_fd(c, fd, last);
 	conn_put(c);
+	dead = dead_fd();
+	if (dead < 0 || dead == fd || libc.dup2(dead, fd) != fd)
+		return 0;
+	table_drop(fd);
+	return 1;
 }
 
-/* newfd is a copy of oldfd: share oldfd's connection. */
+/* Retire our fds in [first, last] (close_range, closefrom). */
 static void
-share(int oldfd, int newfd)
+retire_range(unsigned int first, unsigned int last)
+{
+	int fds[64], n, i;
+
+	while (__atomic_load_n(&fd_owned_total, __ATOMIC_RELAXED) != 0 &&
+	    (n = table_range(first, last, fds, 64)) > 0)
+		for (i = 0; i < n; i++)
+			if (!retire(fds[i])) {
+				libc.close(fds[i]);
+				table_drop(fds[i]);
+			}
+}
+
+/* newfd, just made by libc, is a copy of an fd whose connection is c (a
+ * reference the caller took before the copy existed, so that a close() of
+ * the source in another thread cannot leave the copy untracked).  Returns
+ * newfd, or -1 (ENOMEM; the copy is closed: untracked, it would talk
+ * cleartext into a TLS stream). */
+static int
+track_copy(struct conn *c, int newfd)
+{
+	if (table_add(newfd, c) == 0)
+		return newfd;
+	log_error("fd %d: out of memory tracking a copy; closing the copy", newfd);
+	libc.close(newfd);
+	errno = ENOMEM;
+	return -1;
+}
+
+/* The program copied fd, which was not ours when it asked; if it became
+ * ours meanwhile (connect() in another thread), the copy must be too. */
+static int
+copied(int oldfd, int newfd)
+{
+	struct conn *c;
+
+	if (newfd < 0 || !fd_is_owned(oldfd))
+		return newfd;
+	if ((c = table_get(oldfd)) == NULL) {
+		libc.close(newfd);
+		errno = EBADF;
+		return -1;
+	}
+	libc.fcntl(newfd, F_SETFD, FD_CLOEXEC);
+	newfd = track_copy(c, newfd);
+	conn_put(c);
+	return newfd;
+}
+
+/* Before the program copies an fd of its own: connect() looks for copies
+ * only once this is set (see adopt_copies in hook-connect.c). */
+static void
+before_copy(void)
+{
+	note_dup();
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* dup/F_DUPFD of one of ours: close-on-exec, as every fd of ours. */
+static int
+owned_dupfd(int oldfd, int min)
 {
 	struct conn *c = table_get(oldfd);
+	int fd;
 
-	if (c == NULL)
-		return;
-	if (table_add(newfd, c) != 0) {
-		/* Untracked copy would talk cleartext into a TLS stream. */
-		log_error("fd %d: out of memory tracking a dup; closing the copy", newfd);
-		libc.close(newfd);
-	} else
-		libc.fcntl(newfd, F_SETFD, FD_CLOEXEC);
+	if (c == NULL) {	/* being closed by another thread */
+		errno = EBADF;
+		return -1;
+	}
+	fd = libc.fcntl(oldfd, F_DUPFD_CLOEXEC, min);
+	if (fd >= 0)
+		fd = track_copy(c, fd);
 	conn_put(c);
+	return fd;
 }
 
 int
 close(int fd)
 {
-	int owned;
+	int r, done;
 
 	if (!LIBC_READY(close)) {
 		errno = ENOSYS;
 		return -1;
 	}
-	owned = fd_is_owned(fd);
-	if (owned)
-		forget(fd);
-	if (owned || epoll_marked(fd))
-		epoll_forget(fd);
-	return libc.close(fd);
+	if (!fd_is_owned(fd)) {
+		if (epoll_marked(fd))
+			epoll_forget(fd);
+		return libc.close(fd);
+	}
+	done = retire(fd);
+	epoll_forget(fd);
+	r = libc.close(fd);
+	if (!done)
+		table_drop(fd);
+	return r;
 }
 
 int
 close_range(unsigned int first, unsigned int last, int flags)
 {
-	int fds[64], n, i;
-
 	if (!LIBC_READY(close_range)) {
 		errno = ENOSYS;
 		return -1;
 	}
 	if (!(flags & CLOSE_RANGE_CLOEXEC))
-		while (__atomic_load_n(&fd_owned_total, __ATOMIC_RELAXED) != 0 &&
-		    (n = table_range(first, last, fds, 64)) > 0)
-			for (i = 0; i < n; i++)
-				forget(fds[i]);
+		retire_range(first, last);
 	return libc.close_range(first, last, flags);
+}
+
+/* glibc's closefrom() calls close_range itself, around our hook. */
+void
+closefrom(int lowfd)
+{
+	if (!LIBC_READY(closefrom))
+		return;
+	if (lowfd >= 0)
+		retire_range((unsigned int)lowfd, ~0U);
+	libc.closefrom(lowfd);
 }
 
 int
 dup(int oldfd)
 {
-	int fd;
-
-	if (!LIBC_READY(dup)) {
+	if (!LIBC_READY(dup) || !LIBC_READY(fcntl)) {
 		errno = ENOSYS;
 		return -1;
 	}
-	fd = libc.dup(oldfd);
-	if (fd >= 0 && fd_is_owned(oldfd))
-		share(oldfd, fd);
-	else if (fd >= 0)
-		note_dup();
-	return fd;
+	if (fd_is_owned(oldfd))
+		return owned_dupfd(oldfd, 0);
+	before_copy();
+	return copied(oldfd, libc.dup(oldfd));
 }
 
+/* dup2/dup3 where oldfd or newfd is ours. */
 static int
 owned_dup3(int oldfd, int newfd, int flags, int is_dup2)
 {
-	int fd;
+	struct conn *from = NULL, *was = NULL, *cur;
+	int last = 0, r;
 
 	if (oldfd == newfd)
 		return is_dup2 ? libc.dup2(oldfd, newfd) : libc.dup3(oldfd, newfd, flags);
-	fd = is_dup2 ? libc.dup2(oldfd, newfd) : libc.dup3(oldfd, newfd, flags);
-	if (fd < 0)
-		return fd;
-	if (fd_is_owned(newfd))
-		forget(newfd);	/* the old file behind newfd is gone */
-	if (fd_is_owned(oldfd))
-		share(oldfd, newfd);
-	return fd;
+	if (fd_is_owned(oldfd) && (from = table_get(oldfd)) == NULL) {
+		errno = EBADF;	/* being closed by another thread */
+		return -1;
+	}
+	if (libc.fcntl(oldfd, F_GETFD) < 0) {	/* before touching newfd's session */
+		r = -1;
+		goto out;
+	}
+	if (fd_is_owned(newfd)) {
+		if ((cur = table_get(newfd)) != NULL && cur == from) {
+			/* the same socket: only the flags change */
+			conn_put(cur);
+			r = libc.dup3(oldfd, newfd, flags | O_CLOEXEC);
+			goto out;
+		}
+		if (cur != NULL)
+			conn_put(cur);
+		/* Calls on newfd fail from here.  Held bytes and close_notify go
+		 * to the socket while newfd still is it (issue 13 item 21). */
+		if ((was = table_detach(newfd, &last)) != NULL)
+			conn_close_fd(was, newfd, last);
+	} else if (from != NULL && table_reserve(newfd) != 0) {
+		/* newfd is ours (detached) before it becomes the socket */
+		r = -1;
+		goto out;
+	}
+	r = libc.dup3(oldfd, newfd, from != NULL ? flags | O_CLOEXEC : flags);
+	if (r < 0) {
+		if (was != NULL)
+			(void)table_add(newfd, was);	/* still its socket */
+		else
+			table_drop(newfd);
+	} else if (from != NULL) {
+		if (table_add(newfd, from) != 0) {
+			log_error("fd %d: out of memory tracking a dup; closing the copy", newfd);
+			libc.close(newfd);
+			table_drop(newfd);
+			errno = ENOMEM;
+			r = -1;
+		}
+	} else {
+		table_drop(newfd);
+		r = copied(oldfd, r);
+	}
+out:
+	if (was != NULL)
+		conn_put(was);
+	if (from != NULL)
+		conn_put(from);
+	return r;
 }
 
 int
 dup2(int oldfd, int newfd)
 {
-	if (!LIBC_READY(dup2)) {
+	if (!LIBC_READY(dup2) || !LIBC_READY(dup3) || !LIBC_READY(fcntl)) {
 		errno = ENOSYS;
 		return -1;
 	}
 	if (!fd_is_owned(oldfd) && !fd_is_owned(newfd)) {
-		note_dup();
-		return libc.dup2(oldfd, newfd);
+		before_copy();
+		return copied(oldfd, libc.dup2(oldfd, newfd));
 	}
 	return owned_dup3(oldfd, newfd, 0, 1);
 }
@@ -132,13 +258,13 @@ dup2(int oldfd, int newfd)
 int
 dup3(int oldfd, int newfd, int flags)
 {
-	if (!LIBC_READY(dup3)) {
+	if (!LIBC_READY(dup3) || !LIBC_READY(dup2) || !LIBC_READY(fcntl)) {
 		errno = ENOSYS;
 		return -1;
 	}
 	if (!fd_is_owned(oldfd) && !fd_is_owned(newfd)) {
-		note_dup();
-		return libc.dup3(oldfd, newfd, flags);
+		before_copy();
+		return copied(oldfd, libc.dup3(oldfd, newfd, flags));
 	}
 	return owned_dup3(oldfd, newfd, flags, 0);
 }
@@ -146,15 +272,10 @@ dup3(int oldfd, int newfd, int flags)
 static int
 owned_fcntl(int fd, int cmd, long arg)
 {
-	int r;
-
 	switch (cmd) {
 	case F_DUPFD:
 	case F_DUPFD_CLOEXEC:
-		r = libc.fcntl(fd, cmd, arg);
-		if (r >= 0)
-			share(fd, r);
-		return r;
+		return owned_dupfd(fd, (int)arg);
 	case F_SETFD:
 		if (!(arg & FD_CLOEXEC))
 			log_warn("fd %d: keeping close-on-exec: a TLS session cannot survive exec()", fd);
@@ -180,9 +301,10 @@ fcntl(int fd, int cmd, ...)
 		return -1;
 	}
 	if (!fd_is_owned(fd)) {
-		if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
-			note_dup();
-		return libc.fcntl(fd, cmd, arg);
+		if (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC)
+			return libc.fcntl(fd, cmd, arg);
+		before_copy();
+		return copied(fd, libc.fcntl(fd, cmd, arg));
 	}
 	return owned_fcntl(fd, cmd, arg);
 }

@@ -37,15 +37,19 @@ fastopen(int fd, const struct sockaddr *to, socklen_t tolen, int flags)
 	return rc == -2 ? 0 : rc == 0 ? 1 : -1;
 }
 
-/* Run fn on fd's connection, or report EBADF if it vanished meanwhile. */
+/* fd's connection does the call.  An fd we own never falls back to libc:
+ * when its entry is gone meanwhile (another thread closing or replacing
+ * it), the call fails with EBADF, as it would once the close is over. */
 static ssize_t
 owned_recv(int fd, void *buf, size_t len, int flags)
 {
 	struct conn *c = table_get(fd);
 	ssize_t r;
 
-	if (c == NULL)
-		return libc.recv(fd, buf, len, flags);
+	if (c == NULL) {	/* ours, detached: being closed or replaced */
+		errno = EBADF;
+		return -1;
+	}
 	r = conn_recv(c, fd, buf, len, flags);
 	conn_put(c);
 	return r;
@@ -57,8 +61,10 @@ owned_send(int fd, const void *buf, size_t len, int flags)
 	struct conn *c = table_get(fd);
 	ssize_t r;
 
-	if (c == NULL)
-		return libc.send(fd, buf, len, flags);
+	if (c == NULL) {	/* ours, detached: being closed or replaced */
+		errno = EBADF;
+		return -1;
+	}
 	r = conn_send(c, fd, buf, len, flags);
 	conn_put(c);
 	return r;

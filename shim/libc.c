@@ -14,7 +14,10 @@
  * their first call: the hooks can then jump through the pointer without
  * testing it, and a process pays for the lookups it needs, when it needs
  * them.  A symbol that cannot be found keeps its stub, which fails with
- * ENOSYS. */
+ * ENOSYS.  The stub ends by calling the hook once more, not the real
+ * function: the lookup takes microseconds, during which another thread's
+ * connect() may have made the fd ours (a write would then go out in
+ * cleartext around the session). */
 #define FIRST(sym, params, args)                                                  \
 	static ssize_t first_##sym params                                         \
 	{                                                                         \
@@ -25,7 +28,7 @@
 			return -1;                                                \
 		}                                                                 \
 		__atomic_store_n((void **)&libc.sym, p, __ATOMIC_RELAXED);        \
-		return libc.sym args;                                             \
+		return sym args;	/* our hook again: see above */            \
 	}
 FIRST(read, (int fd, void *b, size_t n), (fd, b, n))
 FIRST(write, (int fd, const void *b, size_t n), (fd, b, n))

@@ -38,6 +38,7 @@ struct libc_syms {
 	ssize_t (*splice)(int, loff_t *, int, loff_t *, size_t, unsigned int);
 	int (*close)(int);
 	int (*close_range)(unsigned int, unsigned int, int);
+	void (*closefrom)(int);
 	int (*shutdown)(int, int);
 	int (*dup)(int);
 	int (*dup2)(int, int);

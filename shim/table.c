@@ -4,11 +4,19 @@
 #include "conn.h"
 #include "iofile.h"
 
+#include "libc.h"
+
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <uthash.h>
 
+/* An entry whose c is NULL is detached: the fd is still marked ours (every
+ * call on it fails with EBADF, none reaches libc) while close() or dup2()
+ * replaces the file behind the number. */
 struct fdent {
 	int fd;
 	struct conn *c;
@@ -73,19 +81,80 @@ table_add(int fd, struct conn *c)
 		__atomic_store_n(&fd_owned, map, __ATOMIC_RELEASE);
 	}
 	conn_ref(c);
-	HASH_FIND_INT(entries, &fd, old);
-	if (old != NULL) {	/* a stale mapping: the fd was closed behind our back */
-		HASH_DEL(entries, old);
-		old->c->nfds--;
-		conn_put(old->c);
-		free(old);
-		mark(fd, 0);
-	}
 	c->nfds++;
+	HASH_FIND_INT(entries, &fd, old);
+	if (old != NULL) {
+		/* A stale or detached mapping, replaced in place: the fd stays
+		 * marked throughout, so no call can slip through to libc. */
+		if (old->c != NULL) {
+			old->c->nfds--;
+			conn_put(old->c);
+		}
+		old->c = c;
+		pthread_mutex_unlock(&lock);
+		free(e);
+		return 0;
+	}
 	HASH_ADD_INT(entries, fd, e);
 	mark(fd, 1);
 	pthread_mutex_unlock(&lock);
 	return 0;
+}
+
+int
+table_reserve(int fd)
+{
+	struct fdent *e = malloc(sizeof *e), *old;
+
+	if (e == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	e->fd = fd;
+	e->c = NULL;
+	pthread_mutex_lock(&lock);
+	HASH_FIND_INT(entries, &fd, old);
+	if (old != NULL || fd_owned == NULL) {	/* already ours (or no map: nothing is) */
+		pthread_mutex_unlock(&lock);
+		free(e);
+		return old != NULL ? 0 : (errno = EINVAL, -1);
+	}
+	HASH_ADD_INT(entries, fd, e);
+	mark(fd, 1);
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+struct conn *
+table_detach(int fd, int *last)
+{
+	struct fdent *e;
+	struct conn *c = NULL;
+
+	pthread_mutex_lock(&lock);
+	HASH_FIND_INT(entries, &fd, e);
+	if (e != NULL && e->c != NULL) {
+		c = e->c;
+		e->c = NULL;
+		*last = --c->nfds == 0;
+	}
+	pthread_mutex_unlock(&lock);
+	return c;
+}
+
+void
+table_drop(int fd)
+{
+	struct fdent *e;
+
+	pthread_mutex_lock(&lock);
+	HASH_FIND_INT(entries, &fd, e);
+	if (e != NULL && e->c == NULL) {
+		HASH_DEL(entries, e);
+		mark(fd, 0);
+		free(e);
+	}
+	pthread_mutex_unlock(&lock);
 }
 
 struct conn *
@@ -96,7 +165,7 @@ table_get(int fd)
 
 	pthread_mutex_lock(&lock);
 	HASH_FIND_INT(entries, &fd, e);
-	if (e != NULL) {
+	if (e != NULL && e->c != NULL) {
 		c = e->c;
 		conn_ref(c);
 	}
@@ -116,7 +185,8 @@ table_remove(int fd, int *last)
 		HASH_DEL(entries, e);
 		mark(fd, 0);
 		c = e->c;
-		*last = --c->nfds == 0;
+		if (c != NULL)
+			*last = --c->nfds == 0;
 		free(e);
 	}
 	pthread_mutex_unlock(&lock);
@@ -131,7 +201,7 @@ table_range(unsigned int first, unsigned int last, int *out, int max)
 
 	pthread_mutex_lock(&lock);
 	HASH_ITER(hh, entries, e, tmp)
-		if ((unsigned int)e->fd >= first && (unsigned int)e->fd <= last && n < max)
+		if (e->c != NULL && (unsigned int)e->fd >= first && (unsigned int)e->fd <= last && n < max)
 			out[n++] = e->fd;
 	pthread_mutex_unlock(&lock);
 	return n;
@@ -143,5 +213,62 @@ table_each(void (*fn)(int fd, struct conn *))
 	struct fdent *e, *tmp;
 
 	HASH_ITER(hh, entries, e, tmp)
-		fn(e->fd, e->c);
+		if (e->c != NULL)
+			fn(e->fd, e->c);
+}
+
+/* The dead end: the read end of a pipe whose write end is closed (read()
+ * says EOF, write() EBADF), close-on-exec, kept for the life of the
+ * process.  The program may close or reuse its number behind our back, so
+ * it is checked by inode before each use and made again when it changed.
+ * Published with a compare-and-swap (no lock to reset across fork); a
+ * replaced record is leaked on purpose: its number may be the program's
+ * now, and the record is a few bytes, replaced only when the program
+ * closed ours. */
+struct dead {
+	int fd;
+	dev_t dev;
+	ino_t ino;
+};
+static struct dead *dead_cur;
+
+static int
+dead_ok(const struct dead *d)
+{
+	struct stat st;
+
+	return d != NULL && fstat(d->fd, &st) == 0 && S_ISFIFO(st.st_mode) && st.st_ino == d->ino &&
+	    st.st_dev == d->dev;
+}
+
+int
+dead_fd(void)
+{
+	struct dead *d = __atomic_load_n(&dead_cur, __ATOMIC_ACQUIRE), *nd;
+	struct stat st;
+	int p[2];
+
+	if (dead_ok(d))
+		return d->fd;
+	if ((nd = malloc(sizeof *nd)) == NULL)
+		return -1;
+	if (pipe2(p, O_CLOEXEC) != 0) {
+		free(nd);
+		return -1;
+	}
+	libc.close(p[1]);
+	if (fstat(p[0], &st) != 0) {
+		libc.close(p[0]);
+		free(nd);
+		return -1;
+	}
+	nd->fd = p[0];
+	nd->dev = st.st_dev;
+	nd->ino = st.st_ino;
+	if (__atomic_compare_exchange_n(&dead_cur, &d, nd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return nd->fd;
+	/* another thread made one first */
+	libc.close(p[0]);
+	free(nd);
+	return dead_ok(d) ? d->fd : -1;
 }

@@ -53,20 +53,39 @@ fd_surely_not_owned(int fd)
 	    ((unsigned)fd < FD_FAST_MAX && !__atomic_load_n(&map[fd], __ATOMIC_RELAXED));
 }
 
-/* Map fd to c (c gains a reference and an fd).  Returns 0, or -1/ENOMEM. */
+/* Map fd to c (c gains a reference and an fd), replacing any earlier or
+ * detached mapping of fd without unmarking it.  Returns 0, or -1/ENOMEM. */
 int table_add(int fd, struct conn *c);
 /* The connection for fd with a reference the caller must conn_put(), or
- * NULL. */
+ * NULL (not ours, or detached: the caller must then fail with EBADF when
+ * fd_is_owned(fd), never call libc). */
 struct conn *table_get(int fd);
 /* Unmap fd.  Returns its connection (the table's reference passes to the
  * caller) and sets *last when no other fd maps to it; NULL if not ours. */
 struct conn *table_remove(int fd, int *last);
-/* Our fds in [first, last], up to max of them, into out; returns how many. */
+/* Detach fd from its connection but keep it marked ours: every call on it
+ * fails (EBADF) until table_drop() or table_add().  Returns the connection
+ * (the table's reference passes to the caller) and sets *last when no
+ * other fd maps to it; NULL if fd is not ours or already detached. */
+struct conn *table_detach(int fd, int *last);
+/* Mark fd ours, detached (a dup2() target about to become one of ours).
+ * 0, or -1 with errno (ENOMEM; EINVAL when we own nothing yet). */
+int table_reserve(int fd);
+/* Unmark a detached fd (no-op if it was mapped again meanwhile). */
+void table_drop(int fd);
+/* Our attached fds in [first, last], up to max, into out; returns how many. */
 int table_range(unsigned int first, unsigned int last, int *out, int max);
-/* Call fn on every fd and its connection; the caller holds the table lock
- * (fork handlers, exit). */
+/* Call fn on every attached fd and its connection; the caller holds the
+ * table lock (fork handlers, exit). */
 void table_each(void (*fn)(int fd, struct conn *));
 void table_lock(void);
 void table_unlock(void);
+
+/* A file to dup2() over an fd we are done with, so that its number stays
+ * taken (and the calls of other threads harmless) until we unmark it: the
+ * read end of a pipe without writer (read: EOF, write: EBADF),
+ * close-on-exec.  Made on first use, checked by inode before each.  -1 when
+ * none can be made (no fd free). */
+int dead_fd(void);
 
 #endif

@@ -45,6 +45,52 @@ upgrading(const struct conn *c)
 	return c->state < CS_READY;
 }
 
+/* --- the lock, and signal handlers -------------------------------------- */
+
+/* The connection whose lock this thread holds or is taking.  A signal
+ * handler that interrupts the thread there and calls into the same or
+ * another connection would wait for a lock its own thread holds (forever),
+ * or re-enter OpenSSL in the middle of a call: lock_conn() refuses such a
+ * call instead (conn.h says what each call then does).  initial-exec:
+ * reading it from a handler allocates nothing. */
+static __thread struct conn *in_conn __attribute__((tls_model("initial-exec")));
+
+static void
+reentered(void)
+{
+	static int said;
+
+	if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+		log_warn("a signal handler called into a TLS connection while its thread was inside the shim: "
+		    "refused (EAGAIN) rather than wait for itself; see the README, signal handlers");
+	errno = EAGAIN;
+}
+
+/* Take c's lock: 0, or -1 with errno EAGAIN when this thread is already
+ * inside the shim (a signal handler interrupted it).  The mark is set
+ * before the lock is taken and cleared after it is released, so a signal
+ * at any instant in between finds it. */
+static int
+lock_conn(struct conn *c)
+{
+	if (__builtin_expect(in_conn != NULL, 0)) {
+		reentered();
+		return -1;
+	}
+	in_conn = c;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&c->lock);
+	return 0;
+}
+
+static void
+unlock_conn(struct conn *c)
+{
+	pthread_mutex_unlock(&c->lock);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	in_conn = NULL;
+}
+
 struct conn *
 conn_new(const struct port_rule *rule, const struct sockaddr *sa, socklen_t salen)
 {
@@ -479,9 +525,10 @@ static int
 wait_fd(struct conn *c, int fd, int events, long long deadline)
 {
 	struct pollfd p = { .fd = fd, .events = (short)events };
+	struct conn *was = in_conn;
 	int timeout, r;
 
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);	/* a handler may use the connection while we wait */
 	do {
 		timeout = -1;
 		if (deadline >= 0) {
@@ -491,6 +538,8 @@ wait_fd(struct conn *c, int fd, int events, long long deadline)
 		}
 		r = libc.poll(&p, 1, timeout);
 	} while (r < 0 && errno == EINTR && restartable());
+	in_conn = was;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	pthread_mutex_lock(&c->lock);
 	return r < 0 ? -1 : r > 0;
 }
@@ -504,11 +553,14 @@ wait_fd(struct conn *c, int fd, int events, long long deadline)
 static int
 wait_readable(struct conn *c, int fd)
 {
+	struct conn *was = in_conn;
 	char b;
 	ssize_t r;
 
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 	r = libc.recv(fd, &b, 1, MSG_PEEK);
+	in_conn = was;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	pthread_mutex_lock(&c->lock);
 	return r < 0 ? -1 : 0;
 }
@@ -582,6 +634,7 @@ out:
 }
 
 static int flush_pend(struct conn *c, int fd, int flags);
+static void flush_or_drop(struct conn *c, int fd, const char *when);
 
 /* Hand over bytes from c->give. */
 static size_t
@@ -605,7 +658,8 @@ conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags)
 	enum tls_rc rc;
 	ssize_t r;
 
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0)
+		return -1;
 	if (upgrading(c) && finish_upgrade(c, fd, flags) != 0) {
 		r = -1;
 		goto out;
@@ -615,13 +669,13 @@ conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags)
 		goto out;
 	}
 	/* The program is about to wait for the peer: nothing may stay held. */
-	if (c->pend.len > 0 && flush_pend(c, fd, flags) != 0 && errno != EAGAIN) {
+	if (c->pend.len > 0 && flush_pend(c, fd, flags | MSG_NOSIGNAL) != 0 && errno != EAGAIN) {
 		r = -1;
 		goto out;
 	}
 	switch (c->state) {
 	case CS_PLAIN:
-		pthread_mutex_unlock(&c->lock);
+		unlock_conn(c);
 		return libc.recv(fd, buf, len, flags);
 	case CS_READY:
 		break;
@@ -685,7 +739,7 @@ conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags)
 	}
 	r = (ssize_t)got;
 out:
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 	return r;
 }
 
@@ -736,81 +790,181 @@ said_farewell(const struct conn *c)
 	return c->tail[len - wl - 1] == '\n' || c->tail[len - wl - 1] == ' ';
 }
 
-/* Write buf through TLS, record by record, waiting when the caller may
- * block.  Returns the bytes written (possibly fewer than len on a
- * non-blocking socket), or -1 with errno.  Lock held. */
-static ssize_t
-tls_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
+/* How long a write may wait: WAIT_PROGRAM as the program's own write (when
+ * its socket blocks, up to its SO_SNDTIMEO, looked up when a wait comes),
+ * NO_WAIT, WAIT_EVER, or a time (ms, CLOCK_MONOTONIC) up to which a flush
+ * waits whatever the socket's mode. */
+#define WAIT_PROGRAM (-2LL)
+#define NO_WAIT (-3LL)
+#define WAIT_EVER (-1LL)
+
+static long long
+resolve_wait(int fd, int flags, long long deadline)
 {
-	size_t done = 0, n;
-	long long deadline = -2;	/* not looked up yet */
-	enum tls_rc rc;
-	int w;
-
-	while (done < len) {
-		c->tls_ops->set_fd(c->tls, fd);
-		rc = c->tls_ops->write(c->tls, (const char *)buf + done, len - done, &n);
-		if (rc == TLS_OK) {
-			keep_tail(c, (const char *)buf + done, n);
-			done += n;
-			c->wr_wants_read = 0;
-			if (c->nodelay_once) {
-				int zero = 0;
-
-				libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof zero);
-				c->nodelay_once = 0;
-			}
-			continue;
-		}
-		if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
-			c->wr_wants_read = rc == TLS_WANT_READ;
-			if (nonblocking(fd, flags)) {
-				if (done > 0)
-					break;
-				errno = EAGAIN;
-				return -1;
-			}
-			if (deadline == -2)
-				deadline = send_deadline(fd);
-			if ((w = wait_fd(c, fd, rc == TLS_WANT_READ ? POLLIN : POLLOUT, deadline)) <= 0) {
-				if (w == 0)
-					errno = EAGAIN;	/* SO_SNDTIMEO passed */
-				return done > 0 ? (ssize_t)done : -1;
-			}
-			if (c->state != CS_READY) {	/* closed by another thread */
-				errno = EBADF;
-				return done > 0 ? (ssize_t)done : -1;
-			}
-			continue;
-		}
-		if (done > 0)
-			break;
-		if (rc == TLS_CLOSED || (rc == TLS_SYSERR && errno == EPIPE)) {
-			errno = EPIPE;	/* as a plain socket: EPIPE and SIGPIPE */
-			sigpipe(flags);
-		} else if (rc != TLS_SYSERR)
-			errno = ECONNRESET;
-		return -1;
-	}
-	return (ssize_t)done;
+	if (deadline != WAIT_PROGRAM)
+		return deadline;
+	return nonblocking(fd, flags) ? NO_WAIT : send_deadline(fd);
 }
 
-/* Send the bytes held back in c->pend.  Returns 0 when none is left, -1
- * (EAGAIN on a non-blocking socket) otherwise.  Lock held. */
+/* One SSL write of at most a record (PEND_MAX: OpenSSL never holds more
+ * of an attempt than that, see tls_send()).  Returns the bytes written,
+ * 0 when TLS must wait (c->wr_wants_read says for what), or -1 with errno
+ * (EPIPE after SIGPIPE unless MSG_NOSIGNAL; ECONNRESET...).  Lock held. */
+static ssize_t
+write_record(struct conn *c, int fd, const char *p, size_t len, int flags)
+{
+	enum tls_rc rc;
+	size_t n;
+
+	c->tls_ops->set_fd(c->tls, fd);
+	rc = c->tls_ops->write(c->tls, p, len < PEND_MAX ? len : PEND_MAX, &n);
+	if (rc == TLS_OK) {
+		c->wr_wants_read = 0;
+		if (c->nodelay_once) {
+			int zero = 0;
+
+			libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof zero);
+			c->nodelay_once = 0;
+		}
+		return (ssize_t)n;
+	}
+	if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
+		c->wr_wants_read = rc == TLS_WANT_READ;
+		return 0;
+	}
+	if (rc == TLS_CLOSED || (rc == TLS_SYSERR && errno == EPIPE)) {
+		errno = EPIPE;	/* as a plain socket: EPIPE and SIGPIPE */
+		sigpipe(flags);
+	} else if (rc != TLS_SYSERR)
+		errno = ECONNRESET;
+	return -1;
+}
+
+/* Send the bytes held in c->pend, waiting up to `dl` (resolved, see
+ * resolve_wait()).  Returns 0 when none is left, -1 with errno otherwise
+ * (EAGAIN: it may not wait, or the time is up; EINTR; EBADF: closed by
+ * another thread).  Lock held, dropped while waiting: c->pend is looked at
+ * afresh after every wait, since another thread (or a signal handler) may
+ * add to it meanwhile. */
+static int
+flush_pend_until(struct conn *c, int fd, int flags, long long dl)
+{
+	ssize_t n;
+	int w;
+
+	while (c->pend.len > 0) {
+		if (c->state != CS_READY) {
+			errno = EBADF;
+			return -1;
+		}
+		n = write_record(c, fd, buf_head(&c->pend), c->pend.len, flags & ~MSG_MORE);
+		if (n > 0) {
+			buf_consume(&c->pend, (size_t)n);
+			continue;
+		}
+		if (n < 0)
+			return -1;
+		if (dl == NO_WAIT || (w = wait_fd(c, fd, c->wr_wants_read ? POLLIN : POLLOUT, dl)) == 0) {
+			errno = EAGAIN;	/* SO_SNDTIMEO or the bound passed */
+			return -1;
+		}
+		if (w < 0)
+			return -1;
+	}
+	buf_free(&c->pend);
+	c->pend.max = PEND_MAX;	/* hold_all() may have raised it */
+	return 0;
+}
+
+/* Write the program's buf through TLS, record by record, after what is
+ * held.  Returns the bytes taken (possibly fewer than len), or -1 with
+ * errno.  Lock held.
+ *
+ * send(2)'s contract: bytes not taken may be replaced by anything in the
+ * next call.  OpenSSL's is different: once SSL_write said "want write", it
+ * holds the attempt in an encrypted record and must be called again with
+ * the same bytes, before any other.  So the bytes of that attempt (one
+ * record at most) are copied to c->pend at once and count as written: who
+ * writes next (this call after its wait, a later call, another thread, a
+ * signal handler) sends c->pend first, as the kernel's socket buffer
+ * would. */
+static ssize_t
+tls_send(struct conn *c, int fd, const void *buf, size_t len, int flags, long long deadline)
+{
+	long long dl = WAIT_PROGRAM - 10;	/* not resolved yet */
+	size_t done = 0, attempt;
+	ssize_t n;
+
+	while (done < len) {
+		if (c->pend.len > 0) {
+			if (dl == WAIT_PROGRAM - 10)
+				dl = resolve_wait(fd, flags, deadline);
+			if (flush_pend_until(c, fd, flags, dl) != 0)
+				break;
+			continue;
+		}
+		attempt = len - done < PEND_MAX ? len - done : PEND_MAX;
+		n = write_record(c, fd, (const char *)buf + done, attempt, flags);
+		if (n < 0)
+			break;
+		if (n == 0) {
+			if (buf_add(&c->pend, (const char *)buf + done, attempt) != 0) {
+				errno = ENOMEM;
+				break;
+			}
+			n = (ssize_t)attempt;
+		}
+		keep_tail(c, (const char *)buf + done, (size_t)n);
+		done += (size_t)n;
+	}
+	return done > 0 ? (ssize_t)done : -1;
+}
+
+/* The same as the program's write would: wait when its socket blocks. */
 static int
 flush_pend(struct conn *c, int fd, int flags)
 {
-	ssize_t n;
+	return flush_pend_until(c, fd, flags, resolve_wait(fd, flags, WAIT_PROGRAM));
+}
 
-	while (c->pend.len > 0 && c->state == CS_READY) {
-		n = tls_send(c, fd, buf_head(&c->pend), c->pend.len, flags & ~MSG_MORE);
-		if (n < 0)
-			return -1;
-		buf_consume(&c->pend, (size_t)n);
-	}
+/* Bytes held back must leave before the fd goes (close, shutdown), before
+ * two processes share the session (fork) and before the process ends
+ * (exit).  A plain socket's kernel sends them in the background; we must
+ * send them now, through TLS, and a peer that stopped reading would hold us
+ * forever.  So the wait is bounded, whatever the socket's mode: by the
+ * program's SO_SNDTIMEO when it set one (it said how long a write of its
+ * may block), else by STARTTLS_SHIM_TIMEOUT (how long the shim may wait for
+ * a server).  Returns 0 when all went; else the bytes are left in c->pend
+ * for the caller to drop (log_dropped()) or keep.  Lock held. */
+static int
+flush_held(struct conn *c, int fd)
+{
+	long long dl;
+
+	if (c->pend.len == 0 || c->state != CS_READY)
+		return 0;
+	if ((dl = send_deadline(fd)) < 0)
+		dl = now_ms() + config.timeout_ms;
+	return flush_pend_until(c, fd, MSG_NOSIGNAL, dl);
+}
+
+static void
+drop_held(struct conn *c, int fd, const char *when)
+{
 	if (c->pend.len == 0)
-		buf_free(&c->pend);
-	return c->pend.len == 0 ? 0 : -1;
+		return;
+	log_warn("%s:%u: %s: dropped %zu bytes held for the server, which took none of them in time (fd %d)",
+	    c->host, c->port, when, c->pend.len, fd);
+	buf_free(&c->pend);
+	c->pend.max = PEND_MAX;
+}
+
+/* Flush what is held, bounded, and drop what would not go. */
+static void
+flush_or_drop(struct conn *c, int fd, const char *when)
+{
+	if (flush_held(c, fd) != 0)
+		drop_held(c, fd, when);
 }
 
 /* Hold small writes back to fill whole records: asked by MSG_MORE or
@@ -825,90 +979,146 @@ holding(const struct conn *c, size_t len, int flags)
 	return config.coalesce && len < PEND_MAX;
 }
 
-ssize_t
-conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
+/* Hold all of p in c->pend, beyond its usual size if need be (splice():
+ * the bytes already left the pipe).  0, or -1 with ENOMEM. */
+static int
+hold_all(struct conn *c, const char *p, size_t len)
+{
+	if (c->pend.len + len > c->pend.max)
+		c->pend.max = c->pend.len + len;
+	if (buf_add(&c->pend, p, len) != 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	keep_tail(c, p, len);
+	return 0;
+}
+
+/* conn_send() and conn_send_all(), lock held. */
+static ssize_t
+send_locked(struct conn *c, int fd, const void *buf, size_t len, int flags, int all)
 {
 	size_t done = 0, take;
 	ssize_t r;
 
-	pthread_mutex_lock(&c->lock);
-	if (upgrading(c) && finish_upgrade(c, fd, flags) != 0) {
-		r = -1;
-		goto out;
-	}
+	if (upgrading(c) && finish_upgrade(c, fd, flags) != 0)
+		return -1;
 	switch (c->state) {
 	case CS_PLAIN:
-		pthread_mutex_unlock(&c->lock);
-		return libc.send(fd, buf, len, flags);
+		return -2;	/* the caller passes it to the kernel, unlocked */
 	case CS_READY:
 		break;
 	case CS_REFUSED:
-		r = (ssize_t)len;	/* swallowed: nothing reaches the network */
-		goto out;
+		return (ssize_t)len;	/* swallowed: nothing reaches the network */
 	default:
 		errno = c->state == CS_FAILED ? c->connect_err : EBADF;
-		r = -1;
-		goto out;
+		return -1;
 	}
 	if (c->shut_wr) {
 		errno = EPIPE;
 		sigpipe(flags);
-		r = -1;
-		goto out;
+		return -1;
 	}
+	if (all && c->pend.len > 0)	/* taken already: hold it behind */
+		return hold_all(c, buf, len) == 0 ? (ssize_t)len : -1;
 	if (holding(c, len, flags)) {
 		while (done < len) {
-			if (c->pend.len == PEND_MAX && flush_pend(c, fd, flags) != 0)
+			if (c->pend.len >= PEND_MAX && flush_pend(c, fd, flags) != 0)
 				break;
 			take = PEND_MAX - c->pend.len < len - done ? PEND_MAX - c->pend.len : len - done;
 			if (buf_add(&c->pend, (const char *)buf + done, take) != 0) {
 				errno = ENOMEM;
 				break;
 			}
+			keep_tail(c, (const char *)buf + done, take);
 			done += take;
 		}
-		r = done > 0 ? (ssize_t)done : -1;
-		goto out;
+		return done > 0 ? (ssize_t)done : -1;
 	}
 	/* Bytes held earlier go first. */
-	if (c->pend.len > 0 && flush_pend(c, fd, flags) != 0) {
-		r = -1;
-		goto out;
+	if (c->pend.len > 0 && flush_pend(c, fd, flags) != 0)
+		return -1;
+	r = tls_send(c, fd, buf, len, flags, WAIT_PROGRAM);
+	if (all && r < (ssize_t)len && c->state == CS_READY && (r >= 0 || errno == EAGAIN || errno == EINTR)) {
+		done = r > 0 ? (size_t)r : 0;
+		if (hold_all(c, (const char *)buf + done, len - done) == 0)
+			r = (ssize_t)len;
 	}
-	r = tls_send(c, fd, buf, len, flags);
-out:
-	pthread_mutex_unlock(&c->lock);
 	return r;
 }
 
-void
-conn_flush(struct conn *c, int fd)
+ssize_t
+conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags)
 {
-	pthread_mutex_lock(&c->lock);
-	if (c->pend.len > 0 && c->state == CS_READY)
-		(void)flush_pend(c, fd, 0);
-	pthread_mutex_unlock(&c->lock);
+	ssize_t r;
+
+	if (lock_conn(c) != 0)
+		return -1;
+	r = send_locked(c, fd, buf, len, flags, 0);
+	unlock_conn(c);
+	return r == -2 ? libc.send(fd, buf, len, flags) : r;
+}
+
+int
+conn_send_ready(struct conn *c, int fd, int flags)
+{
+	int r = 0;
+
+	if (lock_conn(c) != 0)
+		return -1;
+	if (upgrading(c) && finish_upgrade(c, fd, flags) != 0)
+		r = -1;
+	else if (c->state == CS_PLAIN)
+		r = 1;
+	else if (c->state == CS_READY && c->pend.len > 0 && flush_pend(c, fd, flags | MSG_NOSIGNAL) != 0)
+		r = -1;
+	unlock_conn(c);
+	return r;
+}
+
+ssize_t
+conn_send_all(struct conn *c, int fd, const void *buf, size_t len, int flags)
+{
+	ssize_t r;
+
+	if (lock_conn(c) != 0)
+		return -1;
+	r = send_locked(c, fd, buf, len, flags, 1);
+	unlock_conn(c);
+	return r == -2 ? libc.send(fd, buf, len, flags) : r;
+}
+
+void
+conn_flush(struct conn *c, int fd, const char *when)
+{
+	if (lock_conn(c) != 0)
+		return;
+	flush_or_drop(c, fd, when);
+	unlock_conn(c);
 }
 
 void
 conn_program_nodelay(struct conn *c)
 {
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0)
+		return;
 	c->nodelay_once = 0;
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 }
 
 int
 conn_set_cork(struct conn *c, int fd, int on)
 {
-	int r = 0;
-
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0)
+		return -1;
 	c->corked = on;
-	if (!on && c->pend.len > 0 && c->state == CS_READY)
-		r = flush_pend(c, fd, 0);
-	pthread_mutex_unlock(&c->lock);
-	return r;
+	/* Uncorking pushes: a plain socket's setsockopt never blocks on the
+	 * peer, so this flush is bounded; what stays is sent by the next
+	 * write, read or wait. */
+	if (!on)
+		(void)flush_held(c, fd);
+	unlock_conn(c);
+	return 0;
 }
 
 /* --- readiness ---------------------------------------------------------- */
@@ -937,20 +1147,23 @@ conn_poll_before(struct conn *c, int fd, short events, short *kevents)
 	short now;
 	int want;
 
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0) {	/* a signal handler: the kernel's view */
+		*kevents = events;
+		return 0;
+	}
 	want = drive(c, fd, 0);
 	if (want != 0) {
 		*kevents = (short)want;
-		pthread_mutex_unlock(&c->lock);
+		unlock_conn(c);
 		return 0;
 	}
 	now = known_events(c, events);
 	*kevents = events;
 	if (c->state == CS_READY && c->wr_wants_read && (events & OUT_EVENTS))
 		*kevents |= POLLIN;
-	if (c->pend.len > 0 && flush_pend(c, fd, MSG_DONTWAIT) != 0)
+	if (c->pend.len > 0 && flush_pend(c, fd, MSG_DONTWAIT | MSG_NOSIGNAL) != 0)
 		*kevents |= c->wr_wants_read ? POLLIN : POLLOUT;	/* keep flushing */
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 	return now;
 }
 
@@ -960,11 +1173,12 @@ conn_inq(struct conn *c, int fd, int *out)
 	size_t n = 0, got;
 	char one;
 
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0)
+		return 0;	/* a signal handler: the kernel answers */
 	if (upgrading(c))
 		(void)drive(c, fd, 0);
 	if (c->state == CS_PLAIN) {
-		pthread_mutex_unlock(&c->lock);
+		unlock_conn(c);
 		return 0;
 	}
 	n = c->give.len;
@@ -978,7 +1192,7 @@ conn_inq(struct conn *c, int fd, int *out)
 			n++;
 		n += c->tls_ops->pending(c->tls);
 	}
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 	*out = n > INT_MAX ? INT_MAX : (int)n;
 	return 1;
 }
@@ -990,10 +1204,11 @@ conn_poll_after(struct conn *c, int fd, short events, short krevents)
 	size_t n;
 	char one;
 
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0)	/* a signal handler: the kernel's view */
+		return krevents & (events | POLLERR | POLLHUP | POLLNVAL);
 	if (upgrading(c)) {
 		if (krevents == 0 || drive(c, fd, 0) != 0) {
-			pthread_mutex_unlock(&c->lock);
+			unlock_conn(c);
 			return 0;
 		}
 		/* The upgrade just ended: the socket is connected and the
@@ -1001,7 +1216,7 @@ conn_poll_after(struct conn *c, int fd, short events, short krevents)
 		r = known_events(c, events);
 		if (c->state == CS_READY || c->state == CS_PLAIN)
 			r |= events & OUT_EVENTS;
-		pthread_mutex_unlock(&c->lock);
+		unlock_conn(c);
 		return r;
 	}
 	switch (c->state) {
@@ -1010,7 +1225,7 @@ conn_poll_after(struct conn *c, int fd, short events, short krevents)
 		break;
 	case CS_READY:
 		if (c->pend.len > 0 && (krevents & (POLLOUT | POLLIN)))
-			(void)flush_pend(c, fd, MSG_DONTWAIT);
+			(void)flush_pend(c, fd, MSG_DONTWAIT | MSG_NOSIGNAL);
 		r = known_events(c, events);
 		r |= krevents & (POLLERR | POLLHUP | POLLNVAL);
 		if (krevents & OUT_EVENTS & events)
@@ -1035,7 +1250,7 @@ conn_poll_after(struct conn *c, int fd, short events, short krevents)
 	default:
 		r = known_events(c, events) | (krevents & POLLNVAL);
 	}
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 	return r;
 }
 
@@ -1044,9 +1259,10 @@ conn_deadline(struct conn *c)
 {
 	long long d;
 
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0)
+		return -1;
 	d = upgrading(c) ? c->deadline : -1;
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 	return d;
 }
 
@@ -1070,8 +1286,7 @@ conn_close_fd(struct conn *c, int fd, int last)
 {
 	pthread_mutex_lock(&c->lock);
 	if (last) {
-		if (c->pend.len > 0 && c->state == CS_READY)
-			(void)flush_pend(c, fd, 0);
+		flush_or_drop(c, fd, "close()");
 		if (c->state == CS_READY && !c->shut_wr && !c->forked)
 			send_close_notify(c, fd);
 		release_tls(c);
@@ -1093,20 +1308,21 @@ conn_abandon(struct conn *c, int fd)
 int
 conn_shutdown(struct conn *c, int fd, int how)
 {
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0)	/* a signal handler: TCP's FIN/RST, at once */
+		return libc.shutdown(fd, how);
 	if (c->state == CS_REFUSED) {
-		pthread_mutex_unlock(&c->lock);
+		unlock_conn(c);
 		return 0;
 	}
-	if (c->pend.len > 0 && c->state == CS_READY && how != SHUT_RD)
-		(void)flush_pend(c, fd, 0);
+	if (how != SHUT_RD)
+		flush_or_drop(c, fd, "shutdown()");
 	if (c->state == CS_READY && (how == SHUT_WR || how == SHUT_RDWR) && !c->shut_wr) {
 		if (how == SHUT_WR && said_farewell(c))
 			c->shut_wr = 1;	/* the TCP FIN alone: see said_farewell() */
 		else
 			send_close_notify(c, fd);
 	}
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 	return libc.shutdown(fd, how);
 }
 
@@ -1115,13 +1331,14 @@ conn_peer(struct conn *c, struct sockaddr *sa, socklen_t *len)
 {
 	int answered = 0;
 
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0)
+		return 0;
 	if (c->state == CS_REFUSED) {
 		memcpy(sa, &c->peer, *len < c->peerlen ? *len : c->peerlen);
 		*len = c->peerlen;
 		answered = 1;
 	}
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 	return answered;
 }
 
@@ -1130,7 +1347,8 @@ conn_so_error(struct conn *c, int fd, int *err)
 {
 	int answered = 0;
 
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0)
+		return 0;
 	if (c->state == CS_CONNECTING && !c->in_connect)
 		(void)drive(c, fd, 0);	/* a failure must be seen by us first */
 	if (upgrading(c) && c->state != CS_CONNECTING) {
@@ -1144,14 +1362,47 @@ conn_so_error(struct conn *c, int fd, int *err)
 		c->err_told = 1;
 		answered = 1;
 	}
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 	return answered;
 }
 
+/* fork(): every connection's lock is taken before the fork, under the
+ * table lock (conn.h gives the order), so that no other thread is half-way
+ * through a connection when the child's copy is made. */
 void
-conn_mark_forked(struct conn *c, int child)
+conn_atfork_prepare(struct conn *c, int fd)
 {
+	if (c->fork_locked)	/* a second fd of the same connection */
+		return;
+	if (c != in_conn)	/* fork() from a handler inside the shim */
+		pthread_mutex_lock(&c->lock);
+	c->fork_locked = 1;
+	/* Two processes must not both send what is held. */
+	if (flush_held(c, fd) != 0)
+		log_warn("%s:%u: fork(): the server took none of %zu held bytes in time; the parent keeps them, "
+		    "the child dropped its copy", c->host, c->port, c->pend.len);
+}
+
+void
+conn_atfork_parent(struct conn *c)
+{
+	if (!c->fork_locked)
+		return;
 	c->forked = 1;
-	if (child)
-		pthread_mutex_init(&c->lock, NULL);
+	c->fork_locked = 0;
+	if (c != in_conn)
+		pthread_mutex_unlock(&c->lock);
+}
+
+void
+conn_atfork_child(struct conn *c)
+{
+	if (!c->fork_locked)
+		return;
+	c->forked = 1;
+	c->fork_locked = 0;
+	buf_free(&c->pend);	/* the parent's to send */
+	c->pend.max = PEND_MAX;
+	pthread_mutex_init(&c->lock, NULL);
+	in_conn = NULL;
 }

@@ -9,7 +9,22 @@
  *
  * Locking: c->lock guards everything below it and is never held across a
  * wait, so a writer is never held up by a reader blocked in poll.  The
- * refcount keeps the struct alive while a call is inside it.
+ * refcount keeps the struct alive while a call is inside it.  A thread
+ * holds at most one connection's lock.  Lock order, everywhere (the fork
+ * handlers take them all in it): the table lock, then connection locks (in
+ * table order), then the epoll list's lock and the TLS backend's; the data
+ * path never takes the table or epoll lock while it holds a connection's.
+ *
+ * Signal handlers: a call on one of our fds from a handler that interrupted
+ * its thread inside the shim (holding a connection's lock, or taking it)
+ * never waits for that lock, which would be forever: read/recv/write/send
+ * (and their vector forms, sendfile, splice) fail with EAGAIN, shutdown()
+ * acts on TCP at once (no close_notify, held bytes not sent), poll, select
+ * and epoll see the kernel's readiness for that fd, FIONREAD and SO_ERROR
+ * are the kernel's.  A handler that interrupted the program elsewhere gets
+ * the normal calls; they are not async-signal-safe in the POSIX sense
+ * (OpenSSL may allocate memory), so a handler that can interrupt malloc()
+ * should only set a flag or write to a pipe of its own.
  */
 #ifndef STS_CONN_H
 #define STS_CONN_H
@@ -68,6 +83,7 @@ struct conn {
 	unsigned short port;
 	struct sockaddr_storage peer;	/* what the program connected to */
 	socklen_t peerlen;
+	int fork_locked;		/* the fork handlers hold c->lock */
 	char host[256];			/* for logs: the SNI name, else the address */
 	struct names names;		/* what the certificate may match (names.h) */
 	int in_connect;			/* the kernel's connect() has not returned yet */
@@ -105,9 +121,19 @@ void conn_abandon(struct conn *c, int fd);
  * hold MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL. */
 ssize_t conn_recv(struct conn *c, int fd, void *buf, size_t len, int flags);
 ssize_t conn_send(struct conn *c, int fd, const void *buf, size_t len, int flags);
+/* For splice(), whose bytes cannot go back into the pipe.  conn_send_ready:
+ * wait, as a write with `flags` would, until nothing is held back; 0 (send
+ * with conn_send_all), 1 (a plain connection: the kernel's splice does it)
+ * or -1 with errno (EAGAIN).  conn_send_all: as conn_send, but takes all of
+ * buf (len <= PEND_MAX), holding what cannot go yet; -1 only when the
+ * connection failed. */
+int conn_send_ready(struct conn *c, int fd, int flags);
+ssize_t conn_send_all(struct conn *c, int fd, const void *buf, size_t len, int flags);
 
-/* Send what is held back (bounded by the socket; used at fork and exit). */
-void conn_flush(struct conn *c, int fd);
+/* Send what is held back, waiting at most the program's SO_SNDTIMEO or else
+ * STARTTLS_SHIM_TIMEOUT whatever the socket's mode; what does not go is
+ * dropped and logged, naming `when` ("exit()"). */
+void conn_flush(struct conn *c, int fd, const char *when);
 /* setsockopt(TCP_CORK): hold writes while on; uncorking sends them. */
 int conn_set_cork(struct conn *c, int fd, int on);
 /* The program set TCP_NODELAY itself: leave it as it chose. */
@@ -134,9 +160,13 @@ int conn_peer(struct conn *c, struct sockaddr *sa, socklen_t *len);
 int conn_inq(struct conn *c, int fd, int *n);
 /* getsockopt(SO_ERROR): 1 and *err filled when the shim answers. */
 int conn_so_error(struct conn *c, int fd, int *err);
-/* fork() happened: nobody may send close_notify on close any more.  In the
- * child (`child`), the lock is reset: its holder may not exist there. */
-void conn_mark_forked(struct conn *c, int child);
+/* fork(), for each fd in the table (the table lock held): prepare sends
+ * what is held (bounded as conn_flush) and takes c->lock; parent and child
+ * release it.  Then nobody may send close_notify on close any more, and
+ * the child drops its copy of bytes still held (the parent's to send). */
+void conn_atfork_prepare(struct conn *c, int fd);
+void conn_atfork_parent(struct conn *c);
+void conn_atfork_child(struct conn *c);
 
 long long now_ms(void);
 

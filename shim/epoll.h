@@ -6,5 +6,8 @@
 int epoll_marked(int fd);
 /* fd is being closed: drop the registrations of it, or of the set it was. */
 void epoll_forget(int fd);
+/* fork(): 0 before (takes the list's lock), 1 in the parent after
+ * (releases it), 2 in the child (resets it). */
+void epoll_atfork(int phase);
 
 #endif

@@ -19,6 +19,7 @@
 #include "table.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -41,6 +42,40 @@ struct ereg {
 static struct ereg *regs;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned char *ep_marked;	/* FD_FAST_MAX bytes once an owned fd is registered */
+
+/* This thread holds `lock` (or is taking it): a signal handler that calls
+ * epoll_ctl or epoll_wait on a set of ours then must not wait for it. */
+static __thread int in_lock __attribute__((tls_model("initial-exec")));
+
+static int
+lock_list(void)
+{
+	if (__builtin_expect(in_lock, 0))
+		return -1;
+	in_lock = 1;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&lock);
+	return 0;
+}
+
+static void
+unlock_list(void)
+{
+	pthread_mutex_unlock(&lock);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	in_lock = 0;
+}
+
+void
+epoll_atfork(int phase)
+{
+	if (phase == 0)
+		pthread_mutex_lock(&lock);
+	else if (phase == 1)
+		pthread_mutex_unlock(&lock);
+	else
+		pthread_mutex_init(&lock, NULL);
+}
 
 static short
 to_poll(uint32_t ev)
@@ -75,7 +110,8 @@ epoll_forget(int fd)
 {
 	struct ereg **p, *e;
 
-	pthread_mutex_lock(&lock);
+	if (lock_list() != 0)
+		return;	/* a signal handler: the entries stay, unused */
 	for (p = &regs; *p != NULL;) {
 		if ((*p)->fd == fd || (*p)->epfd == fd) {
 			e = *p;
@@ -84,7 +120,7 @@ epoll_forget(int fd)
 		} else
 			p = &(*p)->next;
 	}
-	pthread_mutex_unlock(&lock);
+	unlock_list();
 }
 
 int
@@ -108,19 +144,23 @@ epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	}
 	if (!fd_is_owned(fd) || (unsigned)epfd >= FD_FAST_MAX)
 		return libc.epoll_ctl(epfd, op, fd, ev);
+	if (in_lock) {	/* a signal handler that interrupted the lock's holder */
+		errno = ENOMEM;
+		return -1;
+	}
 	if (op == EPOLL_CTL_DEL || ev == NULL) {
 		if ((r = libc.epoll_ctl(epfd, op, fd, ev)) == 0 && op == EPOLL_CTL_DEL) {
-			pthread_mutex_lock(&lock);
+			lock_list();
 			if ((p = find(epfd, fd)) != NULL) {
 				e = *p;
 				*p = e->next;
 				free(e);
 			}
-			pthread_mutex_unlock(&lock);
+			unlock_list();
 		}
 		return r;
 	}
-	pthread_mutex_lock(&lock);
+	lock_list();
 	if (ep_marked == NULL)
 		__atomic_store_n(&ep_marked, calloc(FD_FAST_MAX, 1), __ATOMIC_RELEASE);
 	if ((p = find(epfd, fd)) != NULL)
@@ -131,7 +171,7 @@ epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 		e->fd = fd;
 		e->token = TOKEN(e);
 	} else {
-		pthread_mutex_unlock(&lock);
+		unlock_list();
 		errno = ENOMEM;
 		return -1;
 	}
@@ -151,7 +191,7 @@ epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 		if (ep_marked != NULL)
 			__atomic_store_n(&ep_marked[epfd], 1, __ATOMIC_RELAXED);
 	}
-	pthread_mutex_unlock(&lock);
+	unlock_list();
 	return r;
 }
 
@@ -163,10 +203,10 @@ is_token(uint64_t w)
 	struct ereg *e;
 	int hit = 0;
 
-	pthread_mutex_lock(&lock);
+	lock_list();
 	for (e = regs; e != NULL && !hit; e = e->next)
 		hit = e->token == w;
-	pthread_mutex_unlock(&lock);
+	unlock_list();
 	return hit;
 }
 
@@ -190,8 +230,9 @@ put(struct epoll_event *out, int *keys, int *n, int max, uint32_t ev, epoll_data
 	}
 }
 
+/* timeout: ms, < 0 forever (epoll_pwait2's may exceed an int) */
 static int
-shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const sigset_t *mask)
+shim_epoll_wait(int epfd, struct epoll_event *out, int max, long long timeout, const sigset_t *mask)
 {
 	struct ereg snap_s[64], *snap = snap_s, *e;
 	struct epoll_event kev[64];
@@ -204,9 +245,13 @@ shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const s
 		errno = EINVAL;
 		return -1;
 	}
+	if (in_lock) {	/* a signal handler that interrupted the lock's holder */
+		errno = EINTR;
+		return -1;
+	}
 	for (;;) {
 		nsnap = 0;
-		pthread_mutex_lock(&lock);
+		lock_list();
 		for (e = regs; e != NULL; e = e->next)
 			nsnap += e->epfd == epfd;
 		if (nsnap > cap) {	/* many of ours in one set: room for all */
@@ -216,7 +261,7 @@ shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const s
 			cs = malloc(sizeof *cs * (size_t)cap);
 			keys = malloc(sizeof *keys * (size_t)(cap + 64));
 			if (snap == NULL || cs == NULL || keys == NULL) {
-				pthread_mutex_unlock(&lock);
+				unlock_list();
 				free(snap), free(cs), free(keys);
 				errno = ENOMEM;
 				return -1;
@@ -226,7 +271,7 @@ shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const s
 		for (e = regs; e != NULL; e = e->next)
 			if (e->epfd == epfd)
 				snap[nsnap++] = *e;
-		pthread_mutex_unlock(&lock);
+		unlock_list();
 
 		n = 0;
 		dl = end;
@@ -252,16 +297,16 @@ shim_epoll_wait(int epfd, struct epoll_event *out, int max, int timeout, const s
 				struct epoll_event m = { .events = kwant, .data.u64 = snap[i].token };
 
 				if (libc.epoll_ctl(epfd, EPOLL_CTL_MOD, snap[i].fd, &m) == 0) {
-					pthread_mutex_lock(&lock);
+					lock_list();
 					struct ereg **p = find(epfd, snap[i].fd);
 					if (p != NULL)
 						(*p)->kevents = kwant;
-					pthread_mutex_unlock(&lock);
+					unlock_list();
 				}
 			}
 		}
 		now = now_ms();
-		wait = n > 0 ? 0 : dl < 0 ? -1 : dl <= now ? 0 : (int)(dl - now);
+		wait = n > 0 ? 0 : dl < 0 ? -1 : dl <= now ? 0 : dl - now > INT_MAX ? INT_MAX : (int)(dl - now);
 		k = max - n < 64 ? max - n : 64;
 		if (k <= 0)
 			k = 1;
@@ -319,4 +364,36 @@ epoll_pwait(int epfd, struct epoll_event *out, int max, int timeout, const sigse
 	if (!epoll_marked(epfd))
 		return libc.epoll_pwait(epfd, out, max, timeout, mask);
 	return shim_epoll_wait(epfd, out, max, timeout, mask);
+}
+
+/* epoll_pwait2 (glibc 2.35, Linux 5.11): epoll_pwait with a timespec.
+ * Without this hook the kernel would hand the program our tokens as its
+ * data words.  The wait is in whole milliseconds, rounded up. */
+static int (*real_epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+
+int
+epoll_pwait2(int epfd, struct epoll_event *out, int max, const struct timespec *ts, const sigset_t *mask)
+{
+	long long ms = -1;
+
+	if (real_epoll_pwait2 == NULL &&
+	    (real_epoll_pwait2 = (__typeof__(real_epoll_pwait2))libc_sym("epoll_pwait2")) == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!epoll_marked(epfd))
+		return real_epoll_pwait2(epfd, out, max, ts, mask);
+	if (!LIBC_READY(epoll_pwait) || !LIBC_READY(epoll_wait)) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (ts != NULL) {
+		if (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L) {
+			errno = EINVAL;
+			return -1;
+		}
+		/* beyond ~292 million years: forever */
+		ms = ts->tv_sec > LLONG_MAX / 1000 - 1 ? -1 : ts->tv_sec * 1000LL + (ts->tv_nsec + 999999) / 1000000;
+	}
+	return shim_epoll_wait(epfd, out, max, ms, mask);
 }

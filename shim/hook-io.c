@@ -482,20 +482,26 @@ ssize_t pwritev64v2(int fd, const struct iovec *iov, int iovcnt, off_t offset, i
 
 /* sendfile(2) to a connection of ours: read the file, write through TLS.
  * Bytes read but not sent are given back (offset or file position), so a
- * partial send loses nothing. */
+ * partial send loses nothing.  The buffer is on the heap: a thread with a
+ * small stack (32 KiB) may call this. */
+#define SENDFILE_CHUNK 65536
 static ssize_t
 owned_sendfile(int out, int in, off_t *offset, size_t count)
 {
-	char buf[65536];
+	char *buf = malloc(SENDFILE_CHUNK);
 	size_t done = 0, want;
 	ssize_t n, w;
 
+	if (buf == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
 	while (done < count) {
-		want = count - done < sizeof buf ? count - done : sizeof buf;
+		want = count - done < SENDFILE_CHUNK ? count - done : SENDFILE_CHUNK;
 		n = offset != NULL ? pread(in, buf, want, *offset) : libc.read(in, buf, want);
 		if (n <= 0) {
 			if (n < 0 && done == 0)
-				return -1;
+				done = (size_t)-1;
 			break;
 		}
 		w = owned_send(out, buf, (size_t)n, done > 0 ? MSG_DONTWAIT : 0);
@@ -503,7 +509,7 @@ owned_sendfile(int out, int in, off_t *offset, size_t count)
 			if (offset == NULL)
 				lseek(in, -n, SEEK_CUR);
 			if (done == 0)
-				return -1;
+				done = (size_t)-1;
 			break;
 		}
 		if (offset != NULL)
@@ -514,6 +520,7 @@ owned_sendfile(int out, int in, off_t *offset, size_t count)
 		if (w < n)
 			break;
 	}
+	free(buf);
 	return (ssize_t)done;
 }
 
@@ -532,43 +539,92 @@ sendfile(int out, int in, off_t *offset, size_t count)
 ssize_t sendfile64(int out, int in, off_t *offset, size_t count) __attribute__((alias("sendfile")));
 
 /* splice(2) needs a pipe at one end; when the other end is ours, move the
- * bytes by hand through TLS. */
+ * bytes by hand through TLS, a record at most per call, in a heap buffer
+ * (a thread with a small stack may call this).  No byte may be lost: bytes
+ * cannot go back into a pipe, so toward the network we first wait (as the
+ * socket's mode allows) until the connection holds nothing back, and then
+ * it takes all that was read from the pipe; toward the pipe we peek, write
+ * what the pipe takes, and consume just that. */
+static ssize_t
+splice_to_owned(int in, loff_t *off_in, int out, size_t len, unsigned int flags)
+{
+	struct conn *c = table_get(out);
+	ssize_t n = -1;
+	char *buf;
+	int r;
+
+	if (c == NULL) {	/* ours, detached: being closed or replaced */
+		errno = EBADF;
+		return -1;
+	}
+	if ((r = conn_send_ready(c, out, 0)) != 0) {
+		conn_put(c);
+		return r == 1 ? libc.splice(in, off_in, out, NULL, len, flags) : -1;
+	}
+	if ((buf = malloc(PEND_MAX)) == NULL) {
+		errno = ENOMEM;
+		goto out;
+	}
+	n = off_in != NULL ? pread(in, buf, len < PEND_MAX ? len : PEND_MAX, *off_in) :
+	    libc.read(in, buf, len < PEND_MAX ? len : PEND_MAX);
+	if (n > 0) {
+		n = conn_send_all(c, out, buf, (size_t)n, 0);
+		if (n > 0 && off_in != NULL)
+			*off_in += n;
+	}
+	free(buf);
+out:
+	conn_put(c);
+	return n;
+}
+
+static ssize_t
+splice_from_owned(int in, int out, loff_t *off_out, size_t len, unsigned int flags)
+{
+	int nb = (flags & SPLICE_F_NONBLOCK) ? MSG_DONTWAIT : 0;
+	ssize_t n, w;
+	char *buf;
+
+	if (len > PEND_MAX)
+		len = PEND_MAX;
+	if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	n = w = owned_recv(in, buf, len, nb | MSG_PEEK);
+	if (n > 0) {
+		w = off_out != NULL ? pwrite(out, buf, (size_t)n, *off_out) : libc.write(out, buf, (size_t)n);
+		if (w > 0) {
+			if (off_out != NULL)
+				*off_out += w;
+			(void)owned_recv(in, buf, (size_t)w, MSG_DONTWAIT);	/* the peeked bytes: here already */
+		}
+	}
+	free(buf);
+	return w;
+}
+
 ssize_t
 splice(int in, loff_t *off_in, int out, loff_t *off_out, size_t len, unsigned int flags)
 {
-	char buf[65536];
-	ssize_t n, w;
-	int nb = (flags & SPLICE_F_NONBLOCK) ? MSG_DONTWAIT : 0;
-
 	if (!LIBC_READY(splice)) {
 		errno = ENOSYS;
 		return -1;
 	}
 	if (!fd_is_owned(in) && !fd_is_owned(out))
 		return libc.splice(in, off_in, out, off_out, len, flags);
-	if (len > sizeof buf)
-		len = sizeof buf;
 	if (fd_is_owned(out)) {
 		if (off_out != NULL) {
 			errno = ESPIPE;
 			return -1;
 		}
-		n = off_in != NULL ? pread(in, buf, len, *off_in) : libc.read(in, buf, len);
-		if (n <= 0)
-			return n;
-		w = owned_send(out, buf, (size_t)n, 0);
-		if (w > 0 && off_in != NULL)
-			*off_in += w;
-		return w;
+		return splice_to_owned(in, off_in, out, len, flags);
 	}
 	if (off_in != NULL) {
 		errno = ESPIPE;
 		return -1;
 	}
-	n = owned_recv(in, buf, len, nb);
-	if (n <= 0)
-		return n;
-	return off_out != NULL ? pwrite(out, buf, (size_t)n, *off_out) : libc.write(out, buf, (size_t)n);
+	return splice_from_owned(in, out, off_out, len, flags);
 }
 
 /* _FORTIFY_SOURCE builds call these instead of read/recv/recvfrom.  On an

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "config.h"
 #include "conn.h"
+#include "epoll.h"
 #include "libc.h"
 #include "log.h"
 #include "names.h"
@@ -11,21 +12,28 @@
 #include <stdlib.h>
 #include <sys/auxv.h>
 
-static void mark_parent(int fd, struct conn *c) { (void)fd; conn_mark_forked(c, 0); }
-static void mark_child(int fd, struct conn *c) { (void)fd; conn_mark_forked(c, 1); }
+static void prepare_one(int fd, struct conn *c) { conn_atfork_prepare(c, fd); }
+static void parent_one(int fd, struct conn *c) { (void)fd; conn_atfork_parent(c); }
+static void child_one(int fd, struct conn *c) { (void)fd; conn_atfork_child(c); }
+static void flush_one(int fd, struct conn *c) { conn_flush(c, fd, "exit()"); }
 
-static void flush_one(int fd, struct conn *c) { conn_flush(c, fd); }
-
-/* Bytes held back to fill a record must leave before fork() (two
- * processes would each send them) and before exit(). */
+/* fork(): a child has one thread, copied from this one; a lock another
+ * thread held at that instant would stay held in the child forever.  So
+ * every lock of the core is taken here, in the one order used everywhere
+ * (conn.h): the table, each connection (sending the bytes held back to
+ * fill a record on the way: two processes would each send them, bounded
+ * as at close), the epoll list, the names; then released in the parent
+ * and reset in the child, in reverse. */
 static void
 fork_prepare(void)
 {
 	table_lock();
-	table_each(flush_one);
+	table_each(prepare_one);
+	epoll_atfork(0);
 	names_atfork(0);
 }
 
+/* exit(): what is held goes out, bounded as at close. */
 static void
 flush_at_exit(void)
 {
@@ -38,7 +46,8 @@ static void
 fork_parent(void)
 {
 	names_atfork(1);
-	table_each(mark_parent);
+	epoll_atfork(1);
+	table_each(parent_one);
 	table_unlock();
 }
 
@@ -46,7 +55,8 @@ static void
 fork_child(void)
 {
 	names_atfork(2);
-	table_each(mark_child);
+	epoll_atfork(2);
+	table_each(child_one);
 	table_unlock();
 }
 

@@ -50,7 +50,6 @@ typedef int (*file_close_fn)(FILE *);
 static file_read_fn orig_read;
 static file_write_fn orig_write;
 static file_close_fn orig_close;
-static int armed;
 
 /* Each slot is split as the hooks are (hooks.h): for an fd we do not own,
  * a byte-map load and a tail call of glibc's function; the rest is out of
@@ -252,7 +251,6 @@ arm(void)
 		log_warn("stdio on an upgraded socket is not routed through TLS: glibc's vtables could not be patched");
 		return;
 	}
-	__atomic_store_n(&armed, 1, __ATOMIC_RELEASE);
 	log_debug("stdio: glibc's file vtables route owned fds through the shim");
 }
 
@@ -262,10 +260,4 @@ stdio_arm(void)
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 	pthread_once(&once, arm);
-}
-
-int
-stdio_armed(void)
-{
-	return __atomic_load_n(&armed, __ATOMIC_ACQUIRE);
 }

@@ -11,7 +11,4 @@
  * refused instead). */
 void stdio_arm(void);
 
-/* 1 when the vtables route owned fds through the hooks. */
-int stdio_armed(void);
-
 #endif

@@ -33,6 +33,7 @@
 #include "libc.h"
 #include "log.h"
 #include "tls.h"
+#include "names.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +52,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 struct tls_conn {
 	int fd;
+	struct names *names;
 };
 
 static struct {
@@ -68,15 +70,17 @@ stub_init(const struct tls_io *io, const char *cafile, char *err, size_t errlen)
 }
 
 static struct tls_conn *
-stub_conn_new(int fd, const char *host, unsigned short port, int verify, char *err, size_t errlen)
+stub_conn_new(int fd, struct names *host, unsigned short port, int verify, char *err, size_t errlen)
 {
 	struct tls_conn *t = malloc(sizeof *t);
 
 	(void)host, (void)port, (void)verify;
 	if (t == NULL)
 		snprintf(err, errlen, "out of memory");
-	else
+	else {
 		t->fd = fd;
+		t->names = host;
+	}
 	return t;
 }
 
@@ -90,6 +94,7 @@ stub_handshake(struct tls_conn *t, char *err, size_t errlen)
 
 	(void)err, (void)errlen;
 	stub.handshakes++;
+	t->names->matched = t->names->n > 0 ? 0 : -1;
 	/* Whatever is still in the socket would be TLS records. */
 	while ((n = recv(t->fd, tmp, sizeof tmp, MSG_DONTWAIT)) > 0)
 		stub.drained += (size_t)n;

@@ -4,7 +4,7 @@
 set -eu
 pkgs="gcc make pkg-config libssl-dev uthash-dev openssl ca-certificates python3 iproute2 procps
       postfix dovecot-core dovecot-imapd dovecot-pop3d swaks curl tcpdump stunnel4 msmtp fetchmail
-      clang libclang-rt-14-dev valgrind"
+      clang libclang-rt-14-dev valgrind mutt php8.2-cli php8.2-imap libgnutls-openssl27"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -31,8 +31,36 @@ int fd_dups_seen;
 static struct fdent *entries;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-void table_lock(void) { pthread_mutex_lock(&lock); }
-void table_unlock(void) { pthread_mutex_unlock(&lock); }
+/* This thread holds or takes the lock.  A signal handler that interrupted
+ * it there must not wait for the lock (forever): table_get() then answers
+ * NULL and the hooks refuse the call (conn.h, signal handlers).  Set before
+ * the lock is taken and cleared after it is released. */
+static __thread int in_table __attribute__((tls_model("initial-exec")));
+
+static void
+tlock(void)
+{
+	in_table = 1;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&lock);
+}
+
+static void
+tunlock(void)
+{
+	pthread_mutex_unlock(&lock);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	in_table = 0;
+}
+
+int
+table_reentered(void)
+{
+	return in_table;
+}
+
+void table_lock(void) { tlock(); }
+void table_unlock(void) { tunlock(); }
 
 static void
 mark(int fd, int on)
@@ -49,9 +77,9 @@ table_has_slow(int fd)
 {
 	struct fdent *e;
 
-	pthread_mutex_lock(&lock);
+	tlock();
 	HASH_FIND_INT(entries, &fd, e);
-	pthread_mutex_unlock(&lock);
+	tunlock();
 	return e != NULL;
 }
 
@@ -68,12 +96,12 @@ table_add(int fd, struct conn *c)
 	e->c = c;
 	if (__atomic_load_n(&fd_owned, __ATOMIC_ACQUIRE) == NULL)
 		stdio_arm();	/* before our first fd: stdio's internal writes reach the hooks (iofile.c) */
-	pthread_mutex_lock(&lock);
+	tlock();
 	if (fd_owned == NULL) {
 		unsigned char *map = calloc(FD_FAST_MAX, 1);
 
 		if (map == NULL) {
-			pthread_mutex_unlock(&lock);
+			tunlock();
 			free(e);
 			errno = ENOMEM;
 			return -1;
@@ -91,13 +119,13 @@ table_add(int fd, struct conn *c)
 			conn_put(old->c);
 		}
 		old->c = c;
-		pthread_mutex_unlock(&lock);
+		tunlock();
 		free(e);
 		return 0;
 	}
 	HASH_ADD_INT(entries, fd, e);
 	mark(fd, 1);
-	pthread_mutex_unlock(&lock);
+	tunlock();
 	return 0;
 }
 
@@ -112,16 +140,16 @@ table_reserve(int fd)
 	}
 	e->fd = fd;
 	e->c = NULL;
-	pthread_mutex_lock(&lock);
+	tlock();
 	HASH_FIND_INT(entries, &fd, old);
 	if (old != NULL || fd_owned == NULL) {	/* already ours (or no map: nothing is) */
-		pthread_mutex_unlock(&lock);
+		tunlock();
 		free(e);
 		return old != NULL ? 0 : (errno = EINVAL, -1);
 	}
 	HASH_ADD_INT(entries, fd, e);
 	mark(fd, 1);
-	pthread_mutex_unlock(&lock);
+	tunlock();
 	return 0;
 }
 
@@ -131,14 +159,14 @@ table_detach(int fd, int *last)
 	struct fdent *e;
 	struct conn *c = NULL;
 
-	pthread_mutex_lock(&lock);
+	tlock();
 	HASH_FIND_INT(entries, &fd, e);
 	if (e != NULL && e->c != NULL) {
 		c = e->c;
 		e->c = NULL;
 		*last = --c->nfds == 0;
 	}
-	pthread_mutex_unlock(&lock);
+	tunlock();
 	return c;
 }
 
@@ -147,14 +175,14 @@ table_drop(int fd)
 {
 	struct fdent *e;
 
-	pthread_mutex_lock(&lock);
+	tlock();
 	HASH_FIND_INT(entries, &fd, e);
 	if (e != NULL && e->c == NULL) {
 		HASH_DEL(entries, e);
 		mark(fd, 0);
 		free(e);
 	}
-	pthread_mutex_unlock(&lock);
+	tunlock();
 }
 
 struct conn *
@@ -163,13 +191,17 @@ table_get(int fd)
 	struct fdent *e;
 	struct conn *c = NULL;
 
-	pthread_mutex_lock(&lock);
+	if (in_table) {	/* a signal handler: see tlock() */
+		errno = EAGAIN;
+		return NULL;
+	}
+	tlock();
 	HASH_FIND_INT(entries, &fd, e);
 	if (e != NULL && e->c != NULL) {
 		c = e->c;
 		conn_ref(c);
 	}
-	pthread_mutex_unlock(&lock);
+	tunlock();
 	return c;
 }
 
@@ -179,7 +211,7 @@ table_remove(int fd, int *last)
 	struct fdent *e;
 	struct conn *c = NULL;
 
-	pthread_mutex_lock(&lock);
+	tlock();
 	HASH_FIND_INT(entries, &fd, e);
 	if (e != NULL) {
 		HASH_DEL(entries, e);
@@ -189,7 +221,7 @@ table_remove(int fd, int *last)
 			*last = --c->nfds == 0;
 		free(e);
 	}
-	pthread_mutex_unlock(&lock);
+	tunlock();
 	return c;
 }
 
@@ -199,11 +231,11 @@ table_range(unsigned int first, unsigned int last, int *out, int max)
 	struct fdent *e, *tmp;
 	int n = 0;
 
-	pthread_mutex_lock(&lock);
+	tlock();
 	HASH_ITER(hh, entries, e, tmp)
 		if (e->c != NULL && (unsigned int)e->fd >= first && (unsigned int)e->fd <= last && n < max)
 			out[n++] = e->fd;
-	pthread_mutex_unlock(&lock);
+	tunlock();
 	return n;
 }
 
@@ -221,14 +253,15 @@ table_each(void (*fn)(int fd, struct conn *))
  * says EOF, write() EBADF), close-on-exec, kept for the life of the
  * process.  The program may close or reuse its number behind our back, so
  * it is checked by inode before each use and made again when it changed.
- * Published with a compare-and-swap (no lock to reset across fork); a
- * replaced record is leaked on purpose: its number may be the program's
- * now, and the record is a few bytes, replaced only when the program
- * closed ours. */
+ * Published with a compare-and-swap (no lock to reset across fork).  A
+ * replaced record is never freed (another thread may be reading it) but
+ * stays linked behind the new one: a few bytes each time the program closed
+ * our dead end.  Its fd is not closed: the number may be the program's now. */
 struct dead {
 	int fd;
 	dev_t dev;
 	ino_t ino;
+	struct dead *older;
 };
 static struct dead *dead_cur;
 
@@ -265,6 +298,7 @@ dead_fd(void)
 	nd->fd = p[0];
 	nd->dev = st.st_dev;
 	nd->ino = st.st_ino;
+	nd->older = d;
 	if (__atomic_compare_exchange_n(&dead_cur, &d, nd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 		return nd->fd;
 	/* another thread made one first */

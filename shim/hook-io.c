@@ -47,7 +47,7 @@ owned_recv(int fd, void *buf, size_t len, int flags)
 	ssize_t r;
 
 	if (c == NULL) {	/* ours, detached: being closed or replaced */
-		errno = EBADF;
+		errno = table_reentered() ? EAGAIN : EBADF;	/* or a signal handler */
 		return -1;
 	}
 	r = conn_recv(c, fd, buf, len, flags);
@@ -62,7 +62,7 @@ owned_send(int fd, const void *buf, size_t len, int flags)
 	ssize_t r;
 
 	if (c == NULL) {	/* ours, detached: being closed or replaced */
-		errno = EBADF;
+		errno = table_reentered() ? EAGAIN : EBADF;	/* or a signal handler */
 		return -1;
 	}
 	r = conn_send(c, fd, buf, len, flags);
@@ -554,7 +554,7 @@ splice_to_owned(int in, loff_t *off_in, int out, size_t len, unsigned int flags)
 	int r;
 
 	if (c == NULL) {	/* ours, detached: being closed or replaced */
-		errno = EBADF;
+		errno = table_reentered() ? EAGAIN : EBADF;	/* or a signal handler */
 		return -1;
 	}
 	if ((r = conn_send_ready(c, out, 0)) != 0) {

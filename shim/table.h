@@ -60,6 +60,10 @@ int table_add(int fd, struct conn *c);
  * NULL (not ours, or detached: the caller must then fail with EBADF when
  * fd_is_owned(fd), never call libc). */
 struct conn *table_get(int fd);
+/* A signal handler interrupted this thread while it holds the table lock:
+ * table_get() said NULL, and the call must fail with EAGAIN rather than
+ * wait for that lock. */
+int table_reentered(void);
 /* Unmap fd.  Returns its connection (the table's reference passes to the
  * caller) and sets *last when no other fd maps to it; NULL if not ours. */
 struct conn *table_remove(int fd, int *last);

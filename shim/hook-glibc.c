@@ -85,11 +85,15 @@ owned_vdprintf(int fd, int chk_flag, const char *fmt, va_list ap)
 	return r < 0 ? -1 : n;
 }
 
+int __vdprintf_chk(int fd, int flag, const char *fmt, va_list ap);
+
 static int (*real_vdprintf)(int, const char *, va_list);
 static int (*real___vdprintf_chk)(int, int, const char *, va_list);
 
-int
-vdprintf(int fd, const char *fmt, va_list ap)
+/* Split as the hooks are (hooks.h): an fd we do not own, once glibc's
+ * function is known, costs a byte-map load and a tail call. */
+static int NOINLINE
+vdprintf_slow(int fd, const char *fmt, va_list ap)
 {
 	int (*fn)(int, const char *, va_list);
 
@@ -101,7 +105,17 @@ vdprintf(int fd, const char *fmt, va_list ap)
 }
 
 int
-__vdprintf_chk(int fd, int flag, const char *fmt, va_list ap)
+vdprintf(int fd, const char *fmt, va_list ap)
+{
+	int (*fn)(int, const char *, va_list) = __atomic_load_n(&real_vdprintf, __ATOMIC_RELAXED);
+
+	if (__builtin_expect(fn != NULL && fd_surely_not_owned(fd), 1))
+		return fn(fd, fmt, ap);
+	return vdprintf_slow(fd, fmt, ap);
+}
+
+static int NOINLINE
+vdprintf_chk_slow(int fd, int flag, const char *fmt, va_list ap)
 {
 	int (*fn)(int, int, const char *, va_list);
 
@@ -110,6 +124,16 @@ __vdprintf_chk(int fd, int flag, const char *fmt, va_list ap)
 	if ((fn = REAL(__vdprintf_chk)) == NULL)
 		return -1;
 	return fn(fd, flag, fmt, ap);
+}
+
+int
+__vdprintf_chk(int fd, int flag, const char *fmt, va_list ap)
+{
+	int (*fn)(int, int, const char *, va_list) = __atomic_load_n(&real___vdprintf_chk, __ATOMIC_RELAXED);
+
+	if (__builtin_expect(fn != NULL && fd_surely_not_owned(fd), 1))
+		return fn(fd, flag, fmt, ap);
+	return vdprintf_chk_slow(fd, flag, fmt, ap);
 }
 
 int

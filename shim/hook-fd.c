@@ -187,7 +187,7 @@ owned_dup3(int oldfd, int newfd, int flags, int is_dup2)
 	struct conn *from = NULL, *was = NULL, *cur;
 	int last = 0, r;
 
-	if (oldfd == newfd)
+	if (oldfd == newfd || (flags & ~O_CLOEXEC))	/* EINVAL from libc, nothing touched */
 		return is_dup2 ? libc.dup2(oldfd, newfd) : libc.dup3(oldfd, newfd, flags);
 	if (fd_is_owned(oldfd) && (from = table_get(oldfd)) == NULL) {
 		errno = EBADF;	/* being closed by another thread */

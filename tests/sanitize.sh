@@ -23,6 +23,8 @@
 #                       sink (bulk 8 MiB, 50 connections)
 #   sanitize/calls      tests/io/calls.sh (one check per hooked call style), its
 #                       program built with ASan, under the ASan shim
+#   sanitize/race       tests/io/race.sh (fd ownership races), its program built
+#                       with ASan, under the ASan shim
 #   sanitize/hostile    tests/hostile/run.sh, every scenario under every policy,
 #                       its Python client under the ASan shim (through
 #                       tests/sanitize/launch.c); Python's own leaks are not
@@ -49,7 +51,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 SAN=$TOP/build-san
 W=$SAN/work
-SUITES=${SANITIZE_SUITES:-build unit clients calls hostile real-servers scenarios sink}
+SUITES=${SANITIZE_SUITES:-build unit clients calls race hostile real-servers scenarios sink}
 JOBS=${SANITIZE_JOBS:-4}
 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer"
 REPORTS=$HERE/sanitize/reports.py
@@ -443,6 +445,26 @@ if want calls; then
         suite_fail sanitize/calls "tests/io/calls.sh under ASan: $npass passed, $nfail failed, exit $r"
     else
         judge sanitize/calls sanitizer "$npass checks of tests/io/calls.sh" "${reports[@]}"
+    fi
+fi
+
+# --- tests/io/race.sh under the ASan shim -----------------------------------
+# fd ownership races (close, dup, connect windows), the race program built
+# with ASan too.
+if want race; then
+    rm -f "$W"/race-asan.*
+    BUILD=$SAN CALLS_CFLAGS="$SANFLAGS" CALLS_PRELOAD="$ASAN_RT" ASAN_OPTIONS="$ASAN_C:log_path=$W/race-asan" \
+        bash "$TOP/tests/io/race.sh" >"$W/race.out" 2>"$W/race.err" </dev/null
+    r=$?
+    npass=$(grep -c '^PASS' "$W/race.out") nfail=$(grep -c '^FAIL' "$W/race.out")
+    reports=("$W/race.err")
+    for f in "$W"/race-asan.*; do [ -f "$f" ] && reports+=("$f"); done
+    if [ $r -ne 0 ] || [ "$nfail" -gt 0 ] || [ "$npass" -eq 0 ]; then
+        grep '^FAIL' "$W/race.out" | head -5 | sed 's/^/    /' >&2
+        "$PYTHON" "$REPORTS" sanitizer "${reports[@]}" | sed 's/^/    /' >&2
+        suite_fail sanitize/race "tests/io/race.sh under ASan: $npass passed, $nfail failed, exit $r"
+    else
+        judge sanitize/race sanitizer "$npass checks of tests/io/race.sh" "${reports[@]}"
     fi
 fi
 

@@ -816,6 +816,10 @@ write_record(struct conn *c, int fd, const char *p, size_t len, int flags)
 	enum tls_rc rc;
 	size_t n;
 
+	if (c->state != CS_READY) {	/* closed by another thread, or a handler, while we waited */
+		errno = EBADF;
+		return -1;
+	}
 	c->tls_ops->set_fd(c->tls, fd);
 	rc = c->tls_ops->write(c->tls, p, len < PEND_MAX ? len : PEND_MAX, &n);
 	if (rc == TLS_OK) {
@@ -853,10 +857,6 @@ flush_pend_until(struct conn *c, int fd, int flags, long long dl)
 	int w;
 
 	while (c->pend.len > 0) {
-		if (c->state != CS_READY) {
-			errno = EBADF;
-			return -1;
-		}
 		n = write_record(c, fd, buf_head(&c->pend), c->pend.len, flags & ~MSG_MORE);
 		if (n > 0) {
 			buf_consume(&c->pend, (size_t)n);
@@ -1284,7 +1284,11 @@ send_close_notify(struct conn *c, int fd)
 void
 conn_close_fd(struct conn *c, int fd, int last)
 {
-	pthread_mutex_lock(&c->lock);
+	/* From a signal handler that interrupted this thread inside the
+	 * connection: no close_notify, nothing flushed; the session goes
+	 * with the last reference, the interrupted call's. */
+	if (lock_conn(c) != 0)
+		return;
 	if (last) {
 		flush_or_drop(c, fd, "close()");
 		if (c->state == CS_READY && !c->shut_wr && !c->forked)
@@ -1292,17 +1296,18 @@ conn_close_fd(struct conn *c, int fd, int last)
 		release_tls(c);
 		set_state(c, fd, CS_CLOSED);
 	}
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 }
 
 void
 conn_abandon(struct conn *c, int fd)
 {
-	pthread_mutex_lock(&c->lock);
+	if (lock_conn(c) != 0)	/* a signal handler: see conn_close_fd() */
+		return;
 	release_tls(c);
 	end_dialogue(c);
 	set_state(c, fd, CS_CLOSED);
-	pthread_mutex_unlock(&c->lock);
+	unlock_conn(c);
 }
 
 int

@@ -537,6 +537,51 @@ t_signal_write(void)
 	return 0;
 }
 
+/* Item 14, close(): a SIGALRM handler closes the socket while the main
+ * thread is inside a big write on it (20 connections, so that the signal
+ * lands inside the shim at least once): nothing deadlocks, the write ends
+ * with an error, as on a plain socket. */
+static volatile sig_atomic_t c_closed;
+
+static void
+on_alarm_close(int sig)
+{
+	(void)sig;
+	close(h_fd);
+	c_closed = 1;
+}
+
+static int
+t_signal_close(void)
+{
+	struct sigaction sa = { .sa_handler = on_alarm_close, .sa_flags = SA_RESTART };
+	struct itimerval it = { { 0, 0 }, { 0, 20000 } };
+	size_t chunk = 1 << 20;
+	char *buf = malloc(chunk), id[32];
+	long long end;
+	int i;
+	ssize_t r;
+
+	fill(buf, chunk);
+	sigaction(SIGALRM, &sa, NULL);
+	for (i = 0; i < 20; i++) {
+		snprintf(id, sizeof id, "sigclose-%d", i);
+		h_fd = sink(0, id);
+		CHECK(h_fd >= 0, "%s", why);
+		c_closed = 0;
+		it.it_value.tv_usec = 5000 + 1000 * i;
+		setitimer(ITIMER_REAL, &it, NULL);
+		end = now_ms() + 10000;
+		do
+			r = write(h_fd, buf, chunk);
+		while ((r > 0 || (r < 0 && (errno == EINTR || errno == EAGAIN))) && now_ms() < end);
+		CHECK(c_closed, "connection %d: the handler never ran (write: %s)", i,
+		    r < 0 ? strerror(errno) : "ok");
+		CHECK(r < 0, "connection %d: writes still succeed 10 s after the handler closed the fd", i);
+	}
+	return 0;
+}
+
 /* Item 15: fork loop while other threads hammer epoll_ctl, poll and writes
  * on our connections and make new ones: every child, which uses the shim
  * (epoll_ctl, poll, close on our fds) before _exit(), must exit at once. */
@@ -756,6 +801,7 @@ static const struct {
 	{ "stress-fork-held-bounded", t_fork_bounded },
 	{ "stress-exit-held-bounded", t_exit_bounded },
 	{ "stress-signal-handler-write", t_signal_write },
+	{ "stress-signal-handler-close", t_signal_close },
 	{ "stress-fork-loop-locks", t_fork_loop },
 	{ "stress-epoll-pwait2", t_epoll_pwait2 },
 	{ "stress-select-fd-above-fd-setsize", t_select_high_fd },

@@ -17,6 +17,9 @@
 #   signal-handler-write         a SIGALRM handler writes while the thread is
 #                                inside a big write: no deadlock, EAGAIN at
 #                                worst, byte counts agree
+#   signal-handler-close         a SIGALRM handler closes the socket while
+#                                the thread is inside a big write (20 times):
+#                                no deadlock, no crash, the write fails
 #   fork-loop-locks              2,000 forks while threads hammer epoll_ctl,
 #                                poll, writes and new connections: no child
 #                                hangs

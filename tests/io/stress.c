@@ -586,7 +586,8 @@ t_signal_close(void)
 
 /* Item 15: fork loop while other threads hammer epoll_ctl, poll and writes
  * on our connections and make new ones: every child, which uses the shim
- * (epoll_ctl, poll, close on our fds) before _exit(), must exit at once. */
+ * (epoll_ctl, poll, close on our fds; every tenth a new connection) before
+ * _exit(), must exit at once. */
 #define NCONN 4
 static int fl_fds[NCONN], fl_epfd;
 static volatile int fl_stop;
@@ -674,6 +675,11 @@ t_fork_loop(void)
 			poll(p, NCONN, 0);
 			for (k = 0; k < NCONN; k++)
 				close(fl_fds[k]);
+			if (i % 10 == 0) {	/* names, TLS backend, session cache */
+				snprintf(id, sizeof id, "forkloop-child%d", i);
+				if ((k = sink(0, id)) >= 0)
+					close(k);
+			}
 			_exit(0);
 		}
 		CHECK(pid > 0, "fork: %s", strerror(errno));

@@ -797,6 +797,7 @@ said_farewell(const struct conn *c)
 #define WAIT_PROGRAM (-2LL)
 #define NO_WAIT (-3LL)
 #define WAIT_EVER (-1LL)
+#define UNRESOLVED (-10LL)
 
 static long long
 resolve_wait(int fd, int flags, long long deadline)
@@ -891,13 +892,13 @@ flush_pend_until(struct conn *c, int fd, int flags, long long dl)
 static ssize_t
 tls_send(struct conn *c, int fd, const void *buf, size_t len, int flags, long long deadline)
 {
-	long long dl = WAIT_PROGRAM - 10;	/* not resolved yet */
+	long long dl = UNRESOLVED;
 	size_t done = 0, attempt;
 	ssize_t n;
 
 	while (done < len) {
 		if (c->pend.len > 0) {
-			if (dl == WAIT_PROGRAM - 10)
+			if (dl == UNRESOLVED)
 				dl = resolve_wait(fd, flags, deadline);
 			if (flush_pend_until(c, fd, flags, dl) != 0)
 				break;
@@ -935,7 +936,7 @@ flush_pend(struct conn *c, int fd, int flags)
  * program's SO_SNDTIMEO when it set one (it said how long a write of its
  * may block), else by STARTTLS_SHIM_TIMEOUT (how long the shim may wait for
  * a server).  Returns 0 when all went; else the bytes are left in c->pend
- * for the caller to drop (log_dropped()) or keep.  Lock held. */
+ * for the caller to drop (drop_held()) or keep.  Lock held. */
 static int
 flush_held(struct conn *c, int fd)
 {
@@ -953,7 +954,7 @@ drop_held(struct conn *c, int fd, const char *when)
 {
 	if (c->pend.len == 0)
 		return;
-	log_warn("%s:%u: %s: dropped %zu bytes held for the server, which took none of them in time (fd %d)",
+	log_warn("%s:%u: %s: dropped %zu held bytes the server did not read in time (fd %d)",
 	    c->host, c->port, when, c->pend.len, fd);
 	buf_free(&c->pend);
 	c->pend.max = PEND_MAX;
@@ -1384,7 +1385,7 @@ conn_atfork_prepare(struct conn *c, int fd)
 	c->fork_locked = 1;
 	/* Two processes must not both send what is held. */
 	if (flush_held(c, fd) != 0)
-		log_warn("%s:%u: fork(): the server took none of %zu held bytes in time; the parent keeps them, "
+		log_warn("%s:%u: fork(): the server did not read %zu held bytes in time; the parent keeps them, "
 		    "the child dropped its copy", c->host, c->port, c->pend.len);
 }
 

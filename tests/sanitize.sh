@@ -25,6 +25,8 @@
 #                       program built with ASan, under the ASan shim
 #   sanitize/race       tests/io/race.sh (fd ownership races), its program built
 #                       with ASan, under the ASan shim
+#   sanitize/glibc, sanitize/backend, sanitize/stress
+#                       tests/io/{glibc,backend,stress}.sh the same way
 #   sanitize/hostile    tests/hostile/run.sh, every scenario under every policy,
 #                       its Python client under the ASan shim (through
 #                       tests/sanitize/launch.c); Python's own leaks are not
@@ -51,7 +53,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 SAN=$TOP/build-san
 W=$SAN/work
-SUITES=${SANITIZE_SUITES:-build unit clients calls race hostile real-servers scenarios sink}
+SUITES=${SANITIZE_SUITES:-build unit clients calls race glibc backend stress hostile real-servers scenarios sink}
 JOBS=${SANITIZE_JOBS:-4}
 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer"
 REPORTS=$HERE/sanitize/reports.py
@@ -429,44 +431,36 @@ if want scenarios; then
         fi
     fi
 fi
-# --- tests/io/calls.sh under the ASan shim ----------------------------------
-# Every hooked call style once more, the checks program built with ASan too.
-if want calls; then
-    rm -f "$W"/calls-asan.*
-    BUILD=$SAN CALLS_CFLAGS="$SANFLAGS" CALLS_PRELOAD="$ASAN_RT" ASAN_OPTIONS="$ASAN_C:log_path=$W/calls-asan" \
-        bash "$TOP/tests/io/calls.sh" >"$W/calls.out" 2>"$W/calls.err" </dev/null
+# --- tests/io/{calls,race,glibc,backend,stress}.sh under the ASan shim ------
+# Each script builds its C program with the flags it is given (CALLS_CFLAGS,
+# BACKEND_CFLAGS) and preloads the ASan runtime ahead of the shim.
+#   calls    one check per hooked call style
+#   race     fd ownership races (close, dup, connect windows)
+#   glibc    glibc's own roads out (stdio vtables, dprintf, AIO, vfork, spawn, loader)
+#   backend  the TLS backend's isolation (look-alike OpenSSL, OPENSSL_CONF, forged FIN, fork)
+#   stress   partial writes, held bytes, splice, signal handlers, fork loop, select/epoll
+io_suite() {
+    local name=$1 r npass nfail reports f
+    rm -f "$W/$name"-asan.*
+    BUILD=$SAN CALLS_CFLAGS="$SANFLAGS" CALLS_PRELOAD="$ASAN_RT" \
+        BACKEND_CFLAGS="$SANFLAGS" BACKEND_PRELOAD="$ASAN_RT" STRESS_FORKS=300 \
+        ASAN_OPTIONS="$ASAN_C:log_path=$W/$name-asan" \
+        bash "$TOP/tests/io/$name.sh" >"$W/$name.out" 2>"$W/$name.err" </dev/null
     r=$?
-    npass=$(grep -c '^PASS' "$W/calls.out") nfail=$(grep -c '^FAIL' "$W/calls.out")
-    reports=("$W/calls.err")
-    for f in "$W"/calls-asan.*; do [ -f "$f" ] && reports+=("$f"); done
+    npass=$(grep -c '^PASS' "$W/$name.out") nfail=$(grep -c '^FAIL' "$W/$name.out")
+    reports=("$W/$name.err")
+    for f in "$W/$name"-asan.*; do [ -f "$f" ] && reports+=("$f"); done
     if [ $r -ne 0 ] || [ "$nfail" -gt 0 ] || [ "$npass" -eq 0 ]; then
-        grep '^FAIL' "$W/calls.out" | head -5 | sed 's/^/    /' >&2
+        grep '^FAIL' "$W/$name.out" | head -5 | sed 's/^/    /' >&2
         "$PYTHON" "$REPORTS" sanitizer "${reports[@]}" | sed 's/^/    /' >&2
-        suite_fail sanitize/calls "tests/io/calls.sh under ASan: $npass passed, $nfail failed, exit $r"
+        suite_fail "sanitize/$name" "tests/io/$name.sh under ASan: $npass passed, $nfail failed, exit $r"
     else
-        judge sanitize/calls sanitizer "$npass checks of tests/io/calls.sh" "${reports[@]}"
+        judge "sanitize/$name" sanitizer "$npass checks of tests/io/$name.sh" "${reports[@]}"
     fi
-fi
-
-# --- tests/io/race.sh under the ASan shim -----------------------------------
-# fd ownership races (close, dup, connect windows), the race program built
-# with ASan too.
-if want race; then
-    rm -f "$W"/race-asan.*
-    BUILD=$SAN CALLS_CFLAGS="$SANFLAGS" CALLS_PRELOAD="$ASAN_RT" ASAN_OPTIONS="$ASAN_C:log_path=$W/race-asan" \
-        bash "$TOP/tests/io/race.sh" >"$W/race.out" 2>"$W/race.err" </dev/null
-    r=$?
-    npass=$(grep -c '^PASS' "$W/race.out") nfail=$(grep -c '^FAIL' "$W/race.out")
-    reports=("$W/race.err")
-    for f in "$W"/race-asan.*; do [ -f "$f" ] && reports+=("$f"); done
-    if [ $r -ne 0 ] || [ "$nfail" -gt 0 ] || [ "$npass" -eq 0 ]; then
-        grep '^FAIL' "$W/race.out" | head -5 | sed 's/^/    /' >&2
-        "$PYTHON" "$REPORTS" sanitizer "${reports[@]}" | sed 's/^/    /' >&2
-        suite_fail sanitize/race "tests/io/race.sh under ASan: $npass passed, $nfail failed, exit $r"
-    else
-        judge sanitize/race sanitizer "$npass checks of tests/io/race.sh" "${reports[@]}"
-    fi
-fi
+}
+for s_ in calls race glibc backend stress; do
+    want "$s_" && io_suite "$s_"
+done
 
 if want sink; then
     sinkerr=

@@ -652,6 +652,10 @@ t_fork_loop(void)
 	int i, k, hung = 0, forks = 2000;
 	char id[32];
 
+	/* Forking under ASan is slow: tests/sanitize.sh asks for fewer. */
+	if (getenv("STRESS_FORKS") != NULL && atoi(getenv("STRESS_FORKS")) > 0)
+		forks = atoi(getenv("STRESS_FORKS"));
+
 	for (i = 0; i < NCONN; i++) {
 		snprintf(id, sizeof id, "forkloop-%d", i);
 		fl_fds[i] = sink(0, id);

@@ -20,7 +20,7 @@
 #   signal-handler-close         a SIGALRM handler closes the socket while
 #                                the thread is inside a big write (20 times):
 #                                no deadlock, no crash, the write fails
-#   fork-loop-locks              2,000 forks while threads hammer epoll_ctl,
+#   fork-loop-locks              2,000 forks (STRESS_FORKS) while threads hammer epoll_ctl,
 #                                poll, writes and new connections: no child
 #                                hangs
 #   epoll-pwait2                 the program's data word, the shim's truth

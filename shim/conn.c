@@ -106,6 +106,10 @@ conn_new(const struct port_rule *rule, const struct sockaddr *sa, socklen_t sale
 	c->proto = rule->proto;
 	c->port = rule->port;
 	c->state = CS_CONNECTING;
+	/* The program's first command starts a line too (said_farewell():
+	 * a POP3 client that only says QUIT). */
+	c->tail[0] = '\n';
+	c->tail_len = 1;
 	buf_init(&c->in, rule->proto->max_line * 2);
 	buf_init(&c->out, 1024);
 	buf_init(&c->raw, rule->proto->max_line * rule->proto->max_lines);
@@ -1323,10 +1327,13 @@ conn_shutdown(struct conn *c, int fd, int how)
 	if (how != SHUT_RD)
 		flush_or_drop(c, fd, "shutdown()");
 	if (c->state == CS_READY && (how == SHUT_WR || how == SHUT_RDWR) && !c->shut_wr) {
-		if (how == SHUT_WR && said_farewell(c))
+		if (how == SHUT_WR && said_farewell(c)) {
 			c->shut_wr = 1;	/* the TCP FIN alone: see said_farewell() */
-		else
+			log_debug("fd %d: shutdown(SHUT_WR) after the program's %s: TCP FIN only", fd, c->proto->farewell);
+		} else {
 			send_close_notify(c, fd);
+			log_debug("fd %d: shutdown(): close_notify and TCP FIN", fd);
+		}
 	}
 	unlock_conn(c);
 	return libc.shutdown(fd, how);

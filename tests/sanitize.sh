@@ -443,7 +443,8 @@ io_suite() {
     local name=$1 r npass nfail reports f
     rm -f "$W/$name"-asan.*
     BUILD=$SAN CALLS_CFLAGS="$SANFLAGS" CALLS_PRELOAD="$ASAN_RT" \
-        BACKEND_CFLAGS="$SANFLAGS" BACKEND_PRELOAD="$ASAN_RT" STRESS_FORKS=300 \
+        BACKEND_CFLAGS="$SANFLAGS" BACKEND_PRELOAD="$ASAN_RT" STRESS_FORKS=300 STRESS_FORK_CONNECT=0 \
+        STRESS_SKIP="stress-signal-handler-close:the handler's close() frees memory, and ASan's allocator deadlocks when the interrupted thread holds its lock (calls from handlers are not async-signal-safe; README)" \
         ASAN_OPTIONS="$ASAN_C:log_path=$W/$name-asan" \
         bash "$TOP/tests/io/$name.sh" >"$W/$name.out" 2>"$W/$name.err" </dev/null
     r=$?
